@@ -1,0 +1,33 @@
+# vivit_edu: the two commands of the README are `make demo` and `make test`.
+# Each creates (or refreshes) the virtualenv in .venv and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.vivit_edu-installed
+# notebook workers for nbdev-test: torch import is paid per worker, so on 2 cores 1 is fastest
+NB_WORKERS ?= 1
+
+.PHONY: demo test venv check-sync nbtest pytest bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vivit-edu demo
+
+test: $(STAMP)
+	@NB_WORKERS=$(NB_WORKERS) bash tools/test_all.sh
+
+check-sync: $(STAMP)
+	@bash tools/test_all.sh --only-sync
+
+bench: $(STAMP)
+	$(BIN)/python bench/video_read.py
+	$(BIN)/python bench/vivit_step.py
+
+clean-venv:
+	rm -rf $(VENV)
