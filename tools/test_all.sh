@@ -10,14 +10,14 @@ export MPLBACKEND=Agg PYTHONWARNINGS=${PYTHONWARNINGS:-}
 export VIVIT_EDU_CACHE=${VIVIT_EDU_CACHE:-$(mktemp -d)}
 
 snapshot() { # content hash of the exported library and the notebooks
-  find vivit_edu nbs -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' \
+  find vivit_edu nbs README.md -type f \( -name '*.py' -o -name '*.ipynb' -o -name README.md \) -not -path '*/.ipynb_checkpoints/*' \
     -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha1sum
 }
 passed=0; failed=0
 
 echo "== 1/3 nbdev-export + nbdev-clean must change nothing (library in sync with notebooks)"
 before=$(snapshot)
-"$BIN/nbdev-export" && "$BIN/nbdev-clean"
+"$BIN/nbdev-export" && "$BIN/nbdev-clean" && "$BIN/python" tools/make_readme.py
 after=$(snapshot)
 if [ "$before" == "$after" ]; then
   echo "in sync"; passed=$((passed+1))
