@@ -11,7 +11,7 @@ from vivit_edu.finetune import (CASES, FineTuneCase, apply_case, case_table, col
                                 evaluate_finetune, finetune_report, report_from_confusion, freeze_norm_stats, get_case, grow_head,
                                 markdown_table, mix_with_rehearsal, model_blocks, recommend_case, trainable_parameters)
 
-vivit_mod = pytest.importorskip("vivit_edu.models.vivit")
+import vivit_edu.models.vivit as vivit_mod
 CLIP = (3, 8, 32, 32)  # (C, T, H, W) accepted by the tiny preset
 
 
@@ -110,7 +110,7 @@ def test_fc_models_support_case1_and_case4_only():
 
 
 def test_nl_resnet50_head_only():
-    mod = pytest.importorskip("vivit_edu.models.resnet_nl")
+    import vivit_edu.models.resnet_nl as mod
     with torch.device("meta"): m = mod.nl_resnet50(num_classes=99)
     assert apply_case(m, "case4").trainable == 2048 * 99 + 99
     with pytest.raises(ValueError, match="needs a factorised-encoder ViViT"): apply_case(m, "case3")
@@ -241,7 +241,7 @@ def test_report_from_confusion_matches_predictions():
 
 
 def test_report_with_train_evaluate(model):
-    train = pytest.importorskip("vivit_edu.train")
+    import vivit_edu.train as train
     ds = Clips([0, 1, 5, 5, 2])
     grown = grow_head(copy.deepcopy(model))
     res = train.evaluate(grown, ds, batch_size=2)

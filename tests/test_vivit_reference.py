@@ -11,7 +11,7 @@ from vivit_edu.core import count_parameters
 from vivit_edu.models.vivit import (FactorisedEncoderViViT, SpatioTemporalViViT, from_hf_vivit, from_vit_pytorch,
                                     load_vit_pytorch_state_dict, vivit)
 
-vit_pytorch = pytest.importorskip("vit_pytorch")
+import vit_pytorch  # test-only dependency (pyproject dev extra)
 from vit_pytorch.vivit import ViT as RefViViT  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def test_paper_count_matches_vit_pytorch():
     assert n_ref == count_parameters(ours) == 125_689_699
 
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402  test-only dependency (pyproject dev extra)
 
 
 def _hf_model(attn_implementation="eager", **kw):
