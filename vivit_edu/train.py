@@ -274,14 +274,28 @@ def is_main_process() -> bool:
 
 class EpochSampler(Sampler):
     "Indices in a random order fixed by (seed, epoch), or in order; `set_epoch` as in `DistributedSampler`."
-    def __init__(self, n:int, *, shuffle:bool=True, seed:int=0):
+    def __init__(self, n:int, *, shuffle:bool=True, seed:int=0,
+                 rank:int=0, # this process's share of a distributed run: positions rank, rank+W, ...
+                 world_size:int=1, # W processes share the order (1: all indices)
+                 pad:bool=True, # W > 1: repeat the first indices so every rank gets ceil(n/W) (training needs equal steps)
+                ):
+        if not 0 <= rank < world_size: raise ValueError(f"EpochSampler: rank={rank} must be in [0, world_size={world_size})")
         self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.rank, self.world_size, self.pad = rank, world_size, pad
     def set_epoch(self, epoch:int): self.epoch = epoch
-    def __len__(self): return self.n
+    def __len__(self):
+        if self.world_size == 1: return self.n
+        return -(-self.n // self.world_size) if self.pad else len(range(self.rank, self.n, self.world_size))
     def __iter__(self):
-        if not self.shuffle: return iter(range(self.n))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        if not self.shuffle: order = list(range(self.n))
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        if self.world_size == 1: return iter(order)
+        if self.pad and self.n:                                      # same order on every rank, padded to a multiple of W
+            total = -(-self.n // self.world_size) * self.world_size
+            order = (order * -(-total // self.n))[:total]
+        return iter(order[self.rank::self.world_size])
 
 def _seed_worker(worker_id: int):
     "Seed NumPy and `random` in a DataLoader worker from its torch seed (PyTorch seeds only torch per worker)."
@@ -292,14 +306,16 @@ def make_loader(dataset: Dataset, # any map-style dataset of (clip, label[, vide
                 *, batch_size: int, shuffle: bool, seed: int = 0,
                 num_workers: int = 0, # worker processes; persistent when > 0
                 pin_memory: bool = False, drop_last: bool = False,
+                rank: int = 0, world_size: int = 1, # distributed: this rank's share of the indices (see `EpochSampler`)
+                pad: bool = True, # distributed: equal shares by repeating a few indices (False for evaluation)
                ) -> DataLoader:
-    "The one place DataLoaders (and their samplers) are made; a distributed sampler would go here."
+    "The one place DataLoaders (and their samplers) are made; with `world_size` > 1 each rank gets its share."
     if len(dataset) == 0: raise ValueError(f"{type(dataset).__name__} is empty: nothing to load")
-    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=pad)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=drop_last, persistent_workers=num_workers > 0,
                       worker_init_fn=_seed_worker if num_workers > 0 else None,
-                      generator=torch.Generator().manual_seed(seed))  # worker seeds; leaves the global RNG alone
+                      generator=torch.Generator().manual_seed(seed + rank))  # worker seeds; leaves the global RNG alone
 
 def _unwrap(model: nn.Module) -> nn.Module:
     "The plain module inside `torch.compile` and DDP wrappers."
@@ -571,6 +587,12 @@ class Trainer:
         if changed: warnings.warn(f"resuming {folder} with a changed config: " +
                                   ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
 
+    def validate(self) -> EvalResult:
+        "Metrics of the model on the validation set (`fit` calls it; a distributed trainer gathers all ranks' clips)."
+        c = self.config
+        return evaluate(self.run_model, self.val_ds, loader=self.val_loader, device=self.device, amp=c.amp,
+                        max_batches=c.max_val_batches, progress=c.progress)
+
     def _resume_folder(self, resume) -> Path | None:
         if resume is False or resume is None: return None
         if resume is True:
@@ -607,8 +629,7 @@ class Trainer:
             row.update(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0])
             if self.val_loader is not None and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
                 t0 = time.perf_counter()
-                r = evaluate(self.run_model, self.val_ds, loader=self.val_loader, device=self.device, amp=c.amp,
-                             max_batches=c.max_val_batches, progress=c.progress)
+                r = self.validate()
                 row.update(val_loss=r.loss, val_acc=r.top1, val_top5=r.top5, eval_time=time.perf_counter() - t0,
                            val_video_acc=r.video_top1 if r.video_top1 is not None else float("nan"))
                 self.last_eval = r
