@@ -1,7 +1,8 @@
 """vivit_edu: learn video classification with attention (ViViT, Non-local networks), then use the same code.
 
 `import vivit_edu as ve` gives the entry points users start from; everything else lives in the submodules
-(`ve.data`, `ve.layers`, `ve.models`, `ve.train`, `ve.finetune`, `ve.experiments`).
+(`ve.data`, `ve.layers`, `ve.models`, `ve.train`, `ve.finetune`, `ve.experiments`); `vivit_edu.distributed` and
+`vivit_edu.inference` are imported on demand (they also run as `python -m`).
 """
 __version__ = "0.0.1"
 
@@ -19,3 +20,4 @@ from .models.resnet_nl import nl_resnet50, NonLocalResNet
 from .train import TrainConfig, Trainer, fit, evaluate, load_weights, save_weights, History, EvalResult
 from .finetune import (FineTuneCase, CASES, apply_case, case_table, recommend_case, grow_head, mix_with_rehearsal,
                        RehearsalDataset, finetune_report, trainable_parameters)
+from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, run_experiments, run_table1, run_table2

@@ -1,0 +1,41 @@
+"""The benchmark scripts run (on CPU, small shapes) and print their tables; nothing here asserts on speed."""
+import importlib.util, json, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def test_flop_counter_matches_the_paper_preset():
+    g = load("gpu_train")
+    fwd, total = g.count_flops(g.MODELS["vivit_paper"], small=False)      # meta device: no real compute
+    assert fwd / 1e9 == pytest.approx(127.9, abs=0.05) and total / 1e9 == pytest.approx(383.8, abs=0.05)
+
+
+def test_gpu_train_quick_runs_on_cpu(tmp_path):
+    out = tmp_path / "res" / "cpu.md"
+    r = subprocess.run([sys.executable, "bench/gpu_train.py", "--quick", "--steps", "1", "--warmup", "1", "--workers", "0",
+                        "--data-clips", "8", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| model | batch | precision | SDPA | compile | channels-last | step ms | clips/s |" in r.stdout
+    for label in ("ViViT paper preset (Model 2)", "Non-local ResNet-50 paper preset", "ViViT-B/16x2 Model 1"):
+        assert f"| {label}" in r.stdout
+    assert "| DataLoader workers | clips/s |" in r.stdout and "| model | model clips/s | data clips/s | bound |" in r.stdout
+    assert out.read_text().startswith("# Training throughput on CPU")
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["small"] and len(rec["rows"]) >= 7 and all("error" not in row for row in rec["rows"])
+    assert all(row["clips_s"] > 0 and 0 < row["mfu"] for row in rec["rows"])
+
+
+def test_inference_bench_runs(tmp_path):
+    r = subprocess.run([sys.executable, "bench/inference.py", "--presets", "tiny", "--hops", "4", "--frames", "30",
+                        "--width", "80", "--height", "60", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| tiny | 8 | 32x32 | 4 |" in r.stdout and "keeps up with 25 fps" in r.stdout
