@@ -15,10 +15,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from tqdm.auto import tqdm
 from .core import get_device
 from .train import (TrainConfig, Trainer, History, EvalResult, make_loader, build_scheduler, metrics_from_logits,
-                    unpack_batch, autocast, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
+                    predict, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
                     _unwrap, _device_of)
 
 # %% auto #0
@@ -114,18 +113,7 @@ def evaluate_distributed(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
         r = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=dev.type == "cuda", rank=r, world_size=world_size(), pad=False)
-    was_training = model.training; model.eval()
-    logits, labels, vids = [], [], []
-    n = len(loader) if max_batches is None else min(max_batches, len(loader))
-    try:
-        for i, batch in enumerate(tqdm(loader, total=n, desc="eval", leave=False, disable=not progress or not is_main_process())):
-            if i >= n: break
-            x, y, v = unpack_batch(batch, dev)
-            with autocast(dev, dtype): out = model(x)                               # (b, K)
-            logits.append(out.float().cpu()); labels.append(y.cpu())
-            if v is not None: vids += v
-    finally: model.train(was_training)
-    parts = _gather((torch.cat(logits) if logits else None, torch.cat(labels) if labels else None, vids))
+    parts = _gather(predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress))
     parts = [p for p in parts if p[0] is not None]                                  # a rank may have had no clips
     all_vids = [v for p in parts for v in p[2]]
     return metrics_from_logits(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),  # (N, K), (N,)

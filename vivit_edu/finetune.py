@@ -357,14 +357,10 @@ def collect_logits(model: nn.Module, # classifier taking (B, C, T, H, W) clips
                    device: str | torch.device | None = None, # where to run; default: the model's device
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     "Logits (N, K) and labels (N,) of `model` on every item of `ds`, in order, in eval mode."
+    from vivit_edu.train import predict   # the training loop's own prediction loop (full precision here)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training; model.eval()
-    logits, labels = [], []
-    try:
-        for clip, label, *_ in DataLoader(ds, batch_size=batch_size, shuffle=False):
-            logits.append(model(clip.to(device)).float().cpu()); labels.append(torch.as_tensor(label))
-    finally: model.train(was_training)
-    return torch.cat(logits), torch.cat(labels)
+    logits, labels, _ = predict(model, DataLoader(ds, batch_size=batch_size, shuffle=False), device)
+    return logits, labels
 
 def evaluate_finetune(model: nn.Module, # the fine-tuned model
                       ds: Dataset, # validation data with old and new classes

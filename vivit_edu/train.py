@@ -23,9 +23,9 @@ from .core import check_shape, get_device, seed_everything, count_parameters
 __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch',
            'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps', 'build_scheduler', 'resolve_amp', 'autocast',
            'unpack_batch', 'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler',
-           'make_loader', 'evaluate', 'save_weights', 'load_weights', 'rng_state', 'set_rng_state', 'write_checkpoint',
-           'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit',
-           'plot_confusion']
+           'make_loader', 'evaluate', 'predict', 'save_weights', 'load_weights', 'rng_state', 'set_rng_state',
+           'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook', 'LivePlot',
+           'Trainer', 'fit', 'plot_confusion']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -346,6 +346,18 @@ def evaluate(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
     if loader is None:
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=dev.type == "cuda")
+    logits, labels, vids = predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress)
+    return metrics_from_logits(logits, labels, vids or None, topk)
+
+@torch.inference_mode()
+def predict(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
+            loader: DataLoader, # batches (clip, label) or (clip, label, video_id)
+            dev: torch.device, # where to run
+            dtype: torch.dtype | None = None, # autocast dtype (None: full precision)
+            *, max_batches: int | None = None, # only the first batches
+            progress: bool = False, # show a progress bar
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None, list]:
+    "Logits (N, K) and labels (N,) on the CPU, and video ids, of `model` over `loader`, in eval mode."
     was_training = model.training
     model.eval()
     all_logits, all_labels, all_vids = [], [], []
@@ -358,7 +370,8 @@ def evaluate(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
             all_logits.append(logits.float().cpu()); all_labels.append(y.cpu())
             if vids is not None: all_vids += vids
     finally: model.train(was_training)
-    return metrics_from_logits(torch.cat(all_logits), torch.cat(all_labels), all_vids or None, topk)
+    if not all_logits: return None, None, all_vids                                 # no batches (e.g. an empty rank)
+    return torch.cat(all_logits), torch.cat(all_labels), all_vids
 
 # %% ../nbs/10_train.ipynb #9703773c
 def _fsync(path: Path):
