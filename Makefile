@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vivit_edu-installed
 # notebook workers for nbdev-test: torch import is paid per worker, so on 2 cores 1 is fastest
 NB_WORKERS ?= 1
 
-.PHONY: demo test venv check-sync nbtest pytest bench clean-venv
+.PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ check-sync: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/video_read.py
 	$(BIN)/python bench/vivit_step.py
+
+# execute every lesson, render it to HTML and check it in headless Chromium (math, figures, widgets,
+# errors); DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
+docs-check: $(STAMP)
+	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
