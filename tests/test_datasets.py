@@ -56,7 +56,8 @@ def test_embedded_deterministic_and_faithful(tiny, tmp_path):
     assert a.shape != c.shape or not np.array_equal(a, c)               # another seed -> other frames
     want = embedded_clip(EmbeddedConfig(**TINY), "MoveLeft", 2, 1)
     assert a.shape == want.shape
-    assert np.abs(a.astype(float) - want).mean() < 6                    # decoded = drawn, within codec error
+    assert np.abs(a.astype(float) - want).mean() < 8                    # decoded = drawn, within codec error (it smooths
+                                                                        # away most of the std-4 noise: ~3 levels of this)
 
 
 def test_embedded_reused_and_safe(tiny, tmp_path):
@@ -174,7 +175,7 @@ def test_bad_files_reported_once_and_skipped(hostile, protocol):
     dl = DataLoader(ds, batch_size=5, shuffle=True, num_workers=2)
     n = 0
     for xb, yb in dl:
-        assert xb.shape[1:] == (3, 8, 60, 80) and torch.isfinite(xb).all()
+        assert xb.shape[1:] == (3, 8, 48, 64) and torch.isfinite(xb).all()
         n += len(yb)
     assert n == len(ds) > 0
 

@@ -80,7 +80,9 @@ def test_clip_figure_without_grid_and_float_clip(clip):
     x = video_transform(train=False)(clip)                                            # float (C, T, H, W), normalised
     fig = clip_figure(x, frame=0, grid=False)
     assert len(fig.axes[0].lines) == 0 and len(fig.axes[0].texts) == 0
-    assert np.abs(fig.axes[0].images[0].get_array().astype(int) - clip[0].astype(int)).max() <= 3
+    img = np.asarray(fig.axes[0].images[0].get_array()).astype(int)
+    assert np.abs(img - clip[0].astype(int)).mean() < 6                               # one stretch for all channels:
+    assert np.corrcoef(img.reshape(-1), clip[0].reshape(-1))[0, 1] > 0.99             # the picture, not restored colours
     close(fig)
 
 

@@ -195,8 +195,10 @@ class VideoClips(Dataset):
                  sampler=None, # a UniformSampler / ConsecutiveSampler (default: UniformSampler(16))
                  transform=None, # uint8 (T, H, W, C) -> float (C, T, H, W); default: ToFloat + Normalize
                  clips_per_video:int=1, # K clips per video (evaluation: average their scores per video)
-                 return_video_id:bool=False): # items are (clip, label, video index) instead of (clip, label)
+                 return_video_id:bool=False, # items are (clip, label, video index) instead of (clip, label)
+                 memory_cache:bool|dict=False): # keep decoded videos in RAM (True, or a dict shared between datasets): small datasets only
         self.classes, self.sampler = list(classes), sampler or UniformSampler(16)
+        self.memory = {} if memory_cache is True else (memory_cache if isinstance(memory_cache, dict) else None)
         self.transform = transform or video_transform(train=False)
         self.clips_per_video, self.return_video_id = clips_per_video, return_video_id
         self.records, short = [], []
@@ -219,7 +221,7 @@ class VideoClips(Dataset):
         for attempt in range(min(len(self), 10)):
             v, idx = self.frame_indices((i + attempt * self.clips_per_video) % len(self), rng)
             rec = self.records[v]
-            try: frames = read_video(rec.path, idx)
+            try: frames = self._read(rec.path, idx)
             except Exception as e:                                          # changed since indexing: report, use the next video
                 if rec.path not in self._failed:
                     self._failed.add(rec.path)
@@ -228,6 +230,11 @@ class VideoClips(Dataset):
             x = self.transform(frames)                                     # (C, T, H, W)
             return (x, rec.label, v) if self.return_video_id else (x, rec.label)
         raise RuntimeError(f"{type(self).__name__}: {attempt + 1} videos in a row failed to decode, last {rec.path}")
+    def _read(self, path:str, idx:np.ndarray) -> np.ndarray: # uint8 (T, H, W, C)
+        "Decode frames `idx` of `path`, or take them from the in-memory copy of the whole video."
+        if self.memory is None: return read_video(path, idx)
+        if path not in self.memory: self.memory[path] = read_video(path)    # (n, H, W, C), decoded once
+        return self.memory[path][idx]
     def __repr__(self):
         return (f"{type(self).__name__}({len(self.records)} videos, {len(self.classes)} classes, {len(self)} clips, "
                 f"{self.sampler}, skipped {len(self.skipped)})")
@@ -283,6 +290,7 @@ class UCF101(VideoClips):
                  sampler=None, # default: UniformSampler(num_frames), jittered for training
                  transform=None, # default: video_transform(train=...) (no resize, no flip)
                  clips_per_video:int=1, return_video_id:bool=False,
+                 memory_cache:bool|dict=False, # keep decoded videos in RAM (see VideoClips)
                  videos_dir=None, lists_dir=None, # override root/UCF-101 and root/ucfTrainTestlist
                  index_cache=True, # True: default cache file; False: probe every time; or a path
                  workers:int=4): # probing threads
@@ -332,7 +340,7 @@ class UCF101(VideoClips):
         self.protocol, self.fold, self.split, self.min_frames = protocol, fold, split, min_frames
         super().__init__(records, [names[k] for k in keep], transform=transform or video_transform(train=train),
                          sampler=sampler or UniformSampler(num_frames, jitter=train),
-                         clips_per_video=clips_per_video, return_video_id=return_video_id)
+                         clips_per_video=clips_per_video, return_video_id=return_video_id, memory_cache=memory_cache)
     @staticmethod
     def _cache(index_cache, root):
         return default_index_cache(root) if index_cache is True else (Path(index_cache) if index_cache else None)

@@ -15,9 +15,10 @@ from .video import write_video
 
 # %% auto #0
 __all__ = ['SHAPES', 'ACTIONS', 'EMBEDDED_MIN_FRAMES', 'GENERATOR_VERSION', 'RLDD_STATES', 'RLDD_EXTENSIONS', 'render_shape',
-           'Appearance', 'random_appearance', 'render_background', 'trajectory', 'render_clip', 'EmbeddedConfig',
-           'video_name', 'embedded_clip', 'make_embedded_dataset', 'eye_openness', 'Face', 'random_face', 'render_face',
-           'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording', 'make_embedded_rldd']
+           'Appearance', 'random_object', 'random_appearance', 'render_background', 'trajectory', 'render_clip',
+           'EmbeddedConfig', 'video_name', 'embedded_clip', 'make_embedded_dataset', 'eye_openness', 'Face',
+           'random_face', 'render_face', 'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording',
+           'make_embedded_rldd']
 
 # %% ../../nbs/02_data.synthetic.ipynb #94786810
 SHAPES = { # unions of rectangles (u0, v0, u1, v1) in object coordinates [-1, 1]^2
@@ -46,7 +47,7 @@ def render_shape(shape:str, # key of `SHAPES`
 # %% ../../nbs/02_data.synthetic.ipynb #6f3c6916
 @dataclass(frozen=True)
 class Appearance:
-    "The look shared by the clips of one actor group."
+    "A background (a group's scene) and an object (drawn per clip)."
     bg0: tuple      # RGB colour at one end of the background gradient (0-255)
     bg1: tuple      # RGB colour at the other end
     grad_angle: float   # direction of the gradient (rad)
@@ -57,15 +58,20 @@ class Appearance:
     shape: str      # key of SHAPES
     size: float     # object half-size as a fraction of the frame height
 
-def random_appearance(rng:np.random.Generator) -> Appearance:
-    "Draw a group's look; the object colour is kept far from the background colours so it stays visible."
-    bg0, bg1 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+def random_object(rng:np.random.Generator, scene:Appearance) -> Appearance:
+    "Keep `scene`'s background and draw a new object: shape, size, and a colour far from the background's colours."
+    bg0, bg1 = np.float32(scene.bg0), np.float32(scene.bg1)
     while True:
         colour = rng.uniform(0, 255, 3)
         if min(np.abs(colour - bg0).sum(), np.abs(colour - bg1).sum()) > 200: break
-    return Appearance(tuple(bg0.round(1)), tuple(bg1.round(1)), float(rng.uniform(0, 2 * np.pi)),
-                      float(rng.uniform(1, 6)), float(rng.uniform(0, np.pi)), float(rng.uniform(5, 30)),
-                      tuple(colour.round(1)), str(rng.choice(sorted(SHAPES))), float(rng.uniform(0.14, 0.22)))
+    return replace(scene, colour=tuple(colour.round(1)), shape=str(rng.choice(sorted(SHAPES))), size=float(rng.uniform(0.22, 0.34)))
+
+def random_appearance(rng:np.random.Generator) -> Appearance:
+    "Draw a scene (background) with a first object; `random_object` draws further objects for the same scene."
+    bg0, bg1 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+    scene = Appearance(tuple(bg0.round(1)), tuple(bg1.round(1)), float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(1, 6)),
+                       float(rng.uniform(0, np.pi)), float(rng.uniform(0, 8)), (0.0, 0.0, 0.0), "L", 0.0)
+    return random_object(rng, scene)
 
 def render_background(app:Appearance, H:int, W:int, phase:float=0.0) -> np.ndarray: # float32 (H, W, 3)
     "The group's background: a gradient between two colours plus stripes (`phase` shifts the stripes per clip)."
@@ -104,12 +110,12 @@ def trajectory(kind:str, # "move", "zoom", "rotate" or "fade"
 
 # %% ../../nbs/02_data.synthetic.ipynb #13a39edd
 def render_clip(action:str, # class name, a key of ACTIONS
-                app:Appearance, # the group's look
+                app:Appearance, # the scene and the object
                 T:int, H:int, W:int, # frames and frame size
                 rng:np.random.Generator,
                 noise:float=4.0, # std of the Gaussian pixel noise (0-255 scale)
                ) -> np.ndarray: # uint8 (T, H, W, 3)
-    "Draw one clip of `action`: the group's object moving over the group's background."
+    "Draw one clip of `action`: the object moving over the scene."
     if action not in ACTIONS: raise ValueError(f"unknown action {action!r}; expected one of {sorted(ACTIONS)}")
     kind, backwards = ACTIONS[action]
     pose = trajectory(kind, T, H, W, app.size * H, rng)
@@ -128,10 +134,10 @@ class EmbeddedConfig:
     "Everything that decides the embedded UCF101-layout dataset's files."
     seed: int = 0
     classes: tuple = tuple(sorted(ACTIONS))  # class names (alphabetical, as UCF101's classInd.txt)
-    groups: int = 10               # actor groups per class (UCF101: 25)
-    clips_per_group: int = 3       # clips per group (UCF101: 4-7)
-    frames: tuple = (20, 44)       # fewest and most frames per video (inclusive)
-    size: tuple = (60, 80)         # (H, W) of the written video
+    groups: int = 25               # groups (scenes) per class (UCF101: 25)
+    clips_per_group: int = 4       # clips per group (UCF101: 4-7)
+    frames: tuple = (28, 52)       # fewest and most frames per video (inclusive)
+    size: tuple = (48, 64)         # (H, W) of the written video
     fps: int = 25
     noise: float = 4.0
     splits: int = 3                # official-style splits written (trainlist01.txt ...)
@@ -149,13 +155,14 @@ def video_name(action:str, group:int, clip:int) -> str:
 def embedded_clip(cfg:EmbeddedConfig, action:str, group:int, clip:int) -> np.ndarray: # uint8 (T, H, W, 3)
     "Redraw clip `clip` (1-based) of group `group` (1-based) of class `action`, exactly as the dataset writes it."
     ci = cfg.classes.index(action)
-    app = random_appearance(np.random.default_rng([cfg.seed, 1, ci, group]))
+    scene = random_appearance(np.random.default_rng([cfg.seed, 1, group]))       # the group's place, for every class
+    app = random_object(np.random.default_rng([cfg.seed, 3, ci, group, clip]), scene)
     rng = np.random.default_rng([cfg.seed, 2, ci, group, clip])
     T = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
     return render_clip(action, app, T, *cfg.size, rng, noise=cfg.noise)
 
 # %% ../../nbs/02_data.synthetic.ipynb #51728ef6
-GENERATOR_VERSION = 1  # bump when a change to the drawing code changes the frames
+GENERATOR_VERSION = 2  # bump when a change to the drawing code changes the frames
 
 def _key(kind:str, cfg) -> str:
     "A short hash of a recipe, naming the cache folder."

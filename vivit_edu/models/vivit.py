@@ -18,10 +18,10 @@ from ..layers.transformer import Encoder, MLP
 
 # %% auto #0
 __all__ = ['VARIANT_NAMES', 'VIVIT_PRESETS', 'POOLS', 'EMBEDDINGS', 'VIVIT_VARIANTS', 'ViViTConfig', 'resolve_variant',
-           'vivit_config', 'ClassifierHead', 'ViViTBase', 'SpatioTemporalViViT', 'FactorisedEncoderViViT',
-           'FactorisedSelfAttentionBlock', 'FactorisedSelfAttentionViViT', 'FactorisedDotProductAttention',
-           'FactorisedDotProductViViT', 'vivit', 'vivit_flops', 'load_vit_pytorch_state_dict', 'from_vit_pytorch',
-           'load_hf_vivit_state_dict', 'from_hf_vivit']
+           'vivit_config', 'ClassifierHead', 'ViViTBase', 'SpatioTemporalViViT', 'resample_time',
+           'FactorisedEncoderViViT', 'FactorisedSelfAttentionBlock', 'FactorisedSelfAttentionViViT',
+           'FactorisedDotProductAttention', 'FactorisedDotProductViViT', 'vivit', 'vivit_flops',
+           'load_vit_pytorch_state_dict', 'from_vit_pytorch', 'load_hf_vivit_state_dict', 'from_hf_vivit']
 
 # %% ../../nbs/07_models.vivit.ipynb #56f9603d
 VARIANT_NAMES = ("spatio_temporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
@@ -54,6 +54,7 @@ class ViViTConfig:
     dropout: float = 0.0 # dropout in attention and MLPs
     emb_dropout: float = 0.0 # dropout on the embedded tokens
     attn_impl: str = "sdpa" # "sdpa" (fast) or "math" (from scratch)
+    temporal_pos: bool = False # Model 2: a learned position per frame summary before the temporal encoder
 
     def __post_init__(self):
         pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
@@ -66,6 +67,8 @@ class ViViTConfig:
         if self.embedding not in ("linear", "conv"): raise ValueError(f"embedding={self.embedding!r}: use 'linear' or 'conv'")
         if self.embedding == "conv" and self.patch_norm: raise ValueError("patch_norm=True needs embedding='linear'")
         get_attention_impl(self.attn_impl)
+        if self.temporal_pos and self.variant != "factorised_encoder":
+            raise ValueError(f"temporal_pos=True is a Model 2 option; variant {self.variant!r} has no separate temporal encoder")
         try: self.grid
         except ValueError as e: raise ValueError(f"ViViTConfig(image_size={self.image_size}, frames={self.frames}): {e}") from None
 
@@ -170,6 +173,13 @@ class SpatioTemporalViViT(ViViTBase):
         return self.head(POOLS[self.cfg.pool](x))            # (B, K)
 
 # %% ../../nbs/07_models.vivit.ipynb #f108bbd0
+def resample_time(pos: torch.Tensor, # (1, n, D) one learned vector per time index
+                  nt: int, # time indices of the clip at hand
+                 ) -> torch.Tensor: # (1, nt, D)
+    "Linearly resample per-frame positions to `nt` time indices (for clips longer or shorter than the preset's)."
+    if pos.shape[1] == nt: return pos
+    return F.interpolate(pos.transpose(1, 2), size=nt, mode="linear", align_corners=False).transpose(1, 2)
+
 class FactorisedEncoderViViT(ViViTBase):
     "ViViT Model 2: a spatial encoder per frame, then a temporal encoder over the frames (the paper's model)."
     def __init__(self, cfg: ViViTConfig):
@@ -179,12 +189,14 @@ class FactorisedEncoderViViT(ViViTBase):
         self.temporal_cls = nn.Parameter(torch.zeros(1, 1, cfg.dim)) if cls else None
         self.spatial = Encoder(depth=cfg.spatial_depth, **self.layer_kwargs())
         self.temporal = Encoder(depth=cfg.temporal_depth, **self.layer_kwargs())
+        self.temporal_pos = nn.Parameter(torch.zeros(1, cfg.grid[0], cfg.dim)) if cfg.temporal_pos else None  # (1, nt, D)
         self.init_weights()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:       # (B, C, T, H, W)
         x = self.tokens(video)                                    # (B, nt, ns, D)
         if self.spatial_cls is not None: x = prepend_cls(x, self.spatial_cls)   # (B, nt, 1+ns, D)
         h = POOLS[self.cfg.pool](self.spatial(x))                 # (B, nt, D): one summary per time index
+        if self.temporal_pos is not None: h = h + resample_time(self.temporal_pos, h.shape[1])  # (B, nt, D)
         if self.temporal_cls is not None: h = prepend_cls(h, self.temporal_cls)  # (B, 1+nt, D)
         h = self.temporal(h)                                      # (B, 1+nt, D)
         return self.head(POOLS[self.cfg.pool](h))                 # (B, K)
