@@ -18,10 +18,10 @@ from ..layers.transformer import Encoder, MLP
 
 # %% auto #0
 __all__ = ['VARIANT_NAMES', 'VIVIT_PRESETS', 'POOLS', 'EMBEDDINGS', 'VIVIT_VARIANTS', 'ViViTConfig', 'resolve_variant',
-           'vivit_config', 'ClassifierHead', 'ViViTBase', 'SpatioTemporalViViT', 'resample_time',
-           'FactorisedEncoderViViT', 'FactorisedSelfAttentionBlock', 'FactorisedSelfAttentionViViT',
-           'FactorisedDotProductAttention', 'FactorisedDotProductViViT', 'vivit', 'vivit_flops',
-           'load_vit_pytorch_state_dict', 'from_vit_pytorch', 'load_hf_vivit_state_dict', 'from_hf_vivit']
+           'vivit_config', 'ClassifierHead', 'ViViTBase', 'SpatioTemporalViViT', 'FactorisedEncoderViViT',
+           'FactorisedSelfAttentionBlock', 'FactorisedSelfAttentionViViT', 'FactorisedDotProductAttention',
+           'FactorisedDotProductViViT', 'vivit', 'vivit_flops', 'load_vit_pytorch_state_dict', 'from_vit_pytorch',
+           'load_hf_vivit_state_dict', 'from_hf_vivit']
 
 # %% ../../nbs/07_models.vivit.ipynb #56f9603d
 VARIANT_NAMES = ("spatio_temporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
@@ -173,13 +173,6 @@ class SpatioTemporalViViT(ViViTBase):
         return self.head(POOLS[self.cfg.pool](x))            # (B, K)
 
 # %% ../../nbs/07_models.vivit.ipynb #f108bbd0
-def resample_time(pos: torch.Tensor, # (1, n, D) one learned vector per time index
-                  nt: int, # time indices of the clip at hand
-                 ) -> torch.Tensor: # (1, nt, D)
-    "Linearly resample per-frame positions to `nt` time indices (for clips longer or shorter than the preset's)."
-    if pos.shape[1] == nt: return pos
-    return F.interpolate(pos.transpose(1, 2), size=nt, mode="linear", align_corners=False).transpose(1, 2)
-
 class FactorisedEncoderViViT(ViViTBase):
     "ViViT Model 2: a spatial encoder per frame, then a temporal encoder over the frames (the paper's model)."
     def __init__(self, cfg: ViViTConfig):
@@ -196,7 +189,9 @@ class FactorisedEncoderViViT(ViViTBase):
         x = self.tokens(video)                                    # (B, nt, ns, D)
         if self.spatial_cls is not None: x = prepend_cls(x, self.spatial_cls)   # (B, nt, 1+ns, D)
         h = POOLS[self.cfg.pool](self.spatial(x))                 # (B, nt, D): one summary per time index
-        if self.temporal_pos is not None: h = h + resample_time(self.temporal_pos, h.shape[1])  # (B, nt, D)
+        if self.temporal_pos is not None:                         # per-frame positions: the (nt, 1, 1) grid of eq. 1's resampling
+            n = self.temporal_pos.shape[1]
+            h = h + interpolate_pos_embed(self.temporal_pos[:, :, None], (n, 1, 1), (h.shape[1], 1, 1))[:, :, 0]  # (B, nt, D)
         if self.temporal_cls is not None: h = prepend_cls(h, self.temporal_cls)  # (B, 1+nt, D)
         h = self.temporal(h)                                      # (B, 1+nt, D)
         return self.head(POOLS[self.cfg.pool](h))                 # (B, K)
