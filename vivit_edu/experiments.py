@@ -18,7 +18,9 @@ from .data.synthetic import make_embedded_dataset, make_embedded_rldd
 from .data.datasets import UCF101, RLDD, video_transform, Compose, CenterCrop, Normalize
 from .models.vivit import vivit
 from .models.resnet_nl import nl_resnet50
-from .train import TrainConfig, Trainer
+from .train import TrainConfig, is_main_process
+from .distributed import DistributedTrainer, init_distributed, cleanup_distributed, barrier
+from .cli import add_train_arguments, train_main
 from .finetune import CASES, apply_case, grow_head, mix_with_rehearsal, evaluate_finetune
 
 # %% auto #0
@@ -106,8 +108,13 @@ class ShuffleFrames:
 # %% ../nbs/12_experiments.ipynb #523dc33f
 def resolve_data(cfg: ExperimentConfig) -> tuple[Path, Path]:
     "The UCF101 and UTA-RLDD roots: the given folders, or the embedded datasets (generated once, then cached)."
-    ucf = Path(cfg.ucf101_root) if cfg.ucf101_root else make_embedded_dataset(seed=cfg.data_seed)
-    rldd = Path(cfg.rldd_root) if cfg.rldd_root else make_embedded_rldd(seed=cfg.data_seed)
+    if not is_main_process(): barrier()                 # under torchrun rank 0 generates and indexes first, the rest reuse it
+    try:
+        ucf = Path(cfg.ucf101_root) if cfg.ucf101_root else make_embedded_dataset(seed=cfg.data_seed)
+        rldd = Path(cfg.rldd_root) if cfg.rldd_root else make_embedded_rldd(seed=cfg.data_seed)
+        if is_main_process(): ucf_splits(cfg, ucf)     # probes every video once and writes the index cache
+    finally:
+        if is_main_process(): barrier()
     return ucf, rldd
 
 _MEMORY = {}  # decoded videos of the embedded dataset, shared by every run of this process
@@ -137,11 +144,11 @@ def split_overlap(train: UCF101, val: UCF101) -> dict:
 def train_run(model, train_ds, val_ds, tcfg: TrainConfig, *, name: str, out: Path | None = None) -> dict:
     "Train one model; return its Table 1 row (and write its history.csv)."
     t0 = time.perf_counter()
-    tr = Trainer(model, train_ds, val_ds, tcfg)
+    tr = DistributedTrainer(model, train_ds, val_ds, tcfg)        # DDP under torchrun, else the plain Trainer
     h = tr.fit()
     wall = time.perf_counter() - t0
     last, r = h.rows[-1], tr.last_eval
-    if out is not None:
+    if out is not None and is_main_process():
         out.mkdir(parents=True, exist_ok=True); h.to_csv(out / "history.csv")
     per_epoch = [row["epoch_time"] + (0 if math.isnan(row["eval_time"]) else row["eval_time"]) for row in h.rows]
     return dict(model=name, seed=tcfg.seed, epochs=len(h), time_per_epoch_s=round(statistics.mean(per_epoch), 2),
@@ -210,7 +217,7 @@ def run_table2(cfg: ExperimentConfig, pretrained, *, ucf_root=None, rldd_root=No
             rep = apply_case(m, case)
             tc = replace(cfg.train_config(epochs=cfg.finetune_epochs, seed=seed), lr=cfg.finetune_lr, warmup_epochs=0)
             t0 = time.perf_counter()
-            Trainer(m, mixed, None, tc).fit()
+            DistributedTrainer(m, mixed, None, tc).fit()
             wall = time.perf_counter() - t0
             dev = next(m.parameters()).device
             fr = evaluate_finetune(m, val, new_classes=K, before=pretrained.to(dev), batch_size=cfg.batch_size)
@@ -346,12 +353,15 @@ def write_report(cfg: ExperimentConfig, t1: dict, t2: dict | None, *, seconds: f
     return out
 
 def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
-    "The whole pipeline: data, Table 1, Table 2, report folder; print the tables."
+    "The whole pipeline: data, Table 1, Table 2, report folder; print the tables (rank 0 writes and prints under torchrun)."
     t0 = time.perf_counter()
+    init_distributed(device=cfg.device)                  # joins torchrun's process group; nothing otherwise
     ucf, rldd = resolve_data(cfg)
     t1 = run_table1(cfg, ucf_root=ucf)
     t2 = run_table2(cfg, t1["pretrained"], ucf_root=ucf, rldd_root=rldd)
-    out = write_report(cfg, t1, t2, seconds=time.perf_counter() - t0)
+    out = Path(cfg.out_dir)
+    if not is_main_process(): return dict(table1=t1, table2=t2, out_dir=out)
+    write_report(cfg, t1, t2, seconds=time.perf_counter() - t0)
     if verbose:
         print(f"\nTable 1 ({cfg.protocol} protocol)\n" + to_markdown(summarise_table1(t1["rows"])))
         print("Table 2\n" + to_markdown(summarise_table2(t2["rows"])))
@@ -387,10 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="report folder (default: reports/<preset>)")
     g = sub.add_parser("data", help="generate the embedded datasets and print where they are")
     g.add_argument("--out", help="parent folder (default: the package cache)")
+    add_train_arguments(sub.add_parser("train", help="train a ViViT or Non-local ResNet-50 on your own folder of class folders"))
+    sub.add_parser("predict", add_help=False, help="sliding-window predictions on a video (vivit-edu predict --help)")
     return p
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `vivit-edu` command."
+    "Entry point of the `vivit-edu` command (every subcommand also runs under torchrun: `torchrun ... -m vivit_edu ...`)."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:                          # its own parser: `python -m vivit_edu.inference`
+        from vivit_edu.inference import main as predict_main
+        predict_main(argv[1:]); return 0
     p = build_parser()
     a = p.parse_args(argv)
     try:
@@ -400,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             rldd = make_embedded_rldd(None if base is None else base / "rldd")
             print(f"UCF101 layout: {ucf}\nUTA-RLDD layout: {rldd}")
             return 0
+        if a.command == "train":
+            train_main(a); return 0
         if a.threads: torch.set_num_threads(a.threads)
         if a.command == "demo":
             cfg = ExperimentConfig(preset="demo", device="cpu", out_dir=a.out)
@@ -417,4 +435,5 @@ def main(argv: list[str] | None = None) -> int:
         run_experiments(cfg)
     except (FileNotFoundError, ValueError) as err:
         print(f"vivit-edu: error: {err}", file=sys.stderr); return 2
+    finally: cleanup_distributed()
     return 0

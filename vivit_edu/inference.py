@@ -223,10 +223,13 @@ def read_class_names(spec:str|None, # "a,b,c", a file with one name per line, or
 def inference_args(argv:Sequence[str]|None=None) -> argparse.Namespace:
     "Parse the command line of `python -m vivit_edu.inference`."
     p = argparse.ArgumentParser(prog="python -m vivit_edu.inference", description="Sliding-window action recognition on a video file.")
-    p.add_argument("video"); p.add_argument("--weights", required=True, help="model.safetensors (or a checkpoint folder)")
+    p.add_argument("video")
+    p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
+    p.add_argument("--checkpoint", default="best", help="with --run: best, last, or a checkpoint folder")
+    p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
     p.add_argument("--model", default="vivit", choices=["vivit", "nl_resnet50"])
     p.add_argument("--preset", default="tiny"); p.add_argument("--variant", default="factorised_encoder", help="ViViT Model 1-4")
-    p.add_argument("--num-classes", type=int, required=True); p.add_argument("--classes", default=None, help="names: a,b,c or a file")
+    p.add_argument("--num-classes", type=int, default=None, help="needed without --run"); p.add_argument("--classes", default=None, help="names: a,b,c or a file")
     p.add_argument("--frames", type=int, default=None, help="T (default: the preset's)")
     p.add_argument("--image-size", type=int, default=None, help="square input size (default: the preset's)")
     p.add_argument("--size", type=int, default=None, help="resize the short side to this before cropping")
@@ -236,13 +239,19 @@ def inference_args(argv:Sequence[str]|None=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: leave torch's default)")
     p.add_argument("--compile", action="store_true"); p.add_argument("--channels-last", action="store_true")
     p.add_argument("--bf16", action="store_true"); p.add_argument("--quiet", action="store_true", help="only the summary")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.run is None and (a.weights is None or a.num_classes is None):
+        p.error("give --run RUN_DIR (from vivit-edu train), or --weights and --num-classes")
+    return a
 
 def build_model(a:argparse.Namespace) -> nn.Module:
     "The model the command line describes, with its weights loaded."
     from vivit_edu.models.vivit import vivit
     from vivit_edu.models.resnet_nl import nl_resnet50
     from vivit_edu.train import load_weights
+    if a.run is not None:
+        from vivit_edu.cli import load_run
+        return load_run(a.run, a.checkpoint)[0]
     if a.model == "vivit": model = vivit(preset=a.preset, variant=a.variant, num_classes=a.num_classes, frames=a.frames, image_size=a.image_size)
     else:
         extra = {k: v for k, v in dict(frames=a.frames, image_size=(a.image_size,) * 2 if a.image_size else None).items() if v is not None}
@@ -256,9 +265,13 @@ def main(argv:Sequence[str]|None=None) -> StreamResult:
     try:
         model = build_model(a)
         frames, crop = a.frames, a.image_size
-        cfg = _model_config(model)
-        frames = frames or getattr(cfg, "frames", None); crop = crop or getattr(cfg, "image_size", None)
-        pred = Predictor(model, frames=frames, crop=crop, size=a.size, class_names=read_class_names(a.classes), hop=a.hop,
+        cfg, size, names = _model_config(model), a.size, read_class_names(a.classes)
+        if a.run is not None:                                          # the run's own clip format and class names
+            from vivit_edu.cli import RunSpec
+            spec = RunSpec.load(a.run)
+            frames, size, crop, names = frames or spec.frames, size or spec.size, crop or spec.crop, names or spec.classes
+        frames = frames or getattr(cfg, "frames", None); crop = crop or (None if a.run is not None else getattr(cfg, "image_size", None))
+        pred = Predictor(model, frames=frames, crop=crop, size=size, class_names=names, hop=a.hop,
                          stride=a.stride, topk=a.topk, smooth=a.smooth, device=a.device, threads=a.threads or None, compile=a.compile,
                          channels_last=a.channels_last, bf16=a.bf16)
         info = probe_video(a.video)

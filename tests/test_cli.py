@@ -1,0 +1,153 @@
+"""`vivit-edu train` / `predict` on a folder of real video files, in one process and under torchrun (2 CPU processes,
+gloo; and 2 "machines" on this host, each a torchrun agent with one process, joined through a static rendezvous).
+
+DDP runs use `--no-augment` so that every run sees exactly the same clips; then the only difference from one process
+with the same global batch is the order of float additions (see tests/test_distributed.py for why). Tolerance for
+AdamW: 1e-4 on losses and weights, as there."""
+import json, os, socket, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+COMMON = ["--epochs", str(EPOCHS), "--batch-size", "6", "--lr", "2e-3", "--pool", "mean", "--temporal-pos",
+          "--no-augment", "--num-workers", "0", "--device", "cpu", "--quiet"]
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def run(cmd, timeout=300, check=True):
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env())
+    if check and p.returncode: raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
+    return p
+
+
+def free_port() -> int:
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from vivit_edu.cli import make_example_folder
+    return make_example_folder(tmp_path_factory.mktemp("clips") / "clips", videos_per_class=8)
+
+
+@pytest.fixture(scope="module")
+def single(folder, tmp_path_factory):
+    "The reference: one process, `python -m vivit_edu train`."
+    out = tmp_path_factory.mktemp("single") / "run"
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder), *COMMON, "--out-dir", str(out)])
+    assert "1 process(es), backend none" in p.stdout, p.stdout
+    return out
+
+
+def result(out):
+    from vivit_edu.cli import load_run
+    from vivit_edu.train import History
+    model, spec = load_run(out, "last")
+    return History.from_csv(Path(out) / "history.csv"), model.state_dict(), spec
+
+
+def max_diff(a, b): return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def check_same(out, ref, atol=1e-4):
+    h, w, spec = result(out)
+    h0, w0, spec0 = result(ref)
+    assert spec == spec0
+    assert h["epoch"] == list(range(1, EPOCHS + 1)) and h["step"] == h0["step"]
+    for col in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        assert h[col] == pytest.approx(h0[col], abs=atol), col
+    d = max_diff(w, w0)
+    print(f"max |weight difference| vs one process: {d:.2e}")
+    assert d < atol
+    return h
+
+
+def test_single_process_run_folder(single, folder):
+    assert sorted(p.name for p in single.iterdir()) == ["best", "curves.png", "history.csv", "last", "run.json"]
+    spec = json.loads((single / "run.json").read_text())
+    assert spec["classes"] == ["FadeIn", "MoveRight", "ZoomIn"] and spec["frames"] == 8 and spec["size"] == [32, 32]
+    assert spec["options"] == {"pool": "mean", "temporal_pos": True}
+    h, _, _ = result(single)
+    assert h["train_loss"][-1] < h["train_loss"][0]
+
+
+def test_torchrun_two_processes_match_one(single, folder, tmp_path):
+    out = tmp_path / "ddp"
+    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+             "-m", "vivit_edu", "train", str(folder), *COMMON, "--out-dir", str(out)])
+    assert "2 process(es), backend gloo" in p.stdout and p.stdout.count("vivit-edu train:") == 1, p.stdout   # rank 0 prints
+    check_same(out, single)
+    assert sorted(q.name for q in out.iterdir()) == ["best", "curves.png", "history.csv", "last", "run.json"]
+
+
+def test_two_nodes_match_one(single, folder, tmp_path):
+    "Two torchrun agents (node ranks 0 and 1, one process each) meeting at 127.0.0.1: a multi-machine run on one host."
+    out, port = tmp_path / "nodes", free_port()
+    cmd = lambda r: [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={r}", "--nproc-per-node=1",
+                     "--master-addr=127.0.0.1", f"--master-port={port}",
+                     "-m", "vivit_edu", "train", str(folder), *COMMON, "--out-dir", str(out)]
+    procs = [subprocess.Popen(cmd(r), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs): assert p.returncode == 0, f"{o[-2000:]}\n{e[-4000:]}"
+    assert "2 process(es), backend gloo" in outs[0][0] and "vivit-edu train:" not in outs[1][0]   # node 1 holds rank 1: silent
+    check_same(out, single)
+
+
+def test_torchrun_resume(single, folder, tmp_path):
+    out = tmp_path / "resumed"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vivit_edu", "train",
+              str(folder), *COMMON, "--out-dir", str(out)]
+    run(launch + ["--stop-after", "1"])
+    assert len(json.loads((out / "run.json").read_text())["classes"]) == 3
+    from vivit_edu.train import read_checkpoint_state
+    assert read_checkpoint_state(out / "last")["epoch"] == 1
+    run(launch + ["--resume"])
+    check_same(out, single)
+
+
+def test_resume_refuses_another_model(single, folder, tmp_path):
+    import shutil
+    out = tmp_path / "copy"; shutil.copytree(single, out)
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder), *COMMON, "--frames", "4", "--out-dir", str(out), "--resume"],
+            check=False)
+    assert p.returncode == 2 and "cannot resume with another model or clip format: frames 8 -> 4" in p.stderr
+
+
+def test_bad_folder_and_batch(tmp_path, folder):
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(tmp_path / "missing"), "--device", "cpu"], check=False)
+    assert p.returncode == 2 and "missing: no such folder" in p.stderr
+    (tmp_path / "empty").mkdir()
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(tmp_path / "empty"), "--device", "cpu"], check=False)
+    assert p.returncode == 2 and "expected class sub-folders holding video files" in p.stderr
+    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vivit_edu", "train",
+             str(folder), *COMMON, "--batch-size", "5", "--out-dir", str(tmp_path / "odd")], check=False)
+    assert p.returncode != 0 and "batch_size=5 is the global batch and must be divisible by the world size 2" in p.stdout + p.stderr
+
+
+def test_predict_with_run(single, folder):
+    video = sorted((folder / "ZoomIn").iterdir())[0]
+    p = run([sys.executable, "-m", "vivit_edu", "predict", str(video), "--run", str(single), "--hop", "8"])
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].startswith("frame ") and any(n in lines[0] for n in ("FadeIn", "MoveRight", "ZoomIn"))
+    assert "frames/s" in lines[-1] and "keeps up" in lines[-1]
+    p = run([sys.executable, "-m", "vivit_edu", "predict", str(video)], check=False)
+    assert p.returncode == 2 and "give --run RUN_DIR" in p.stderr
+
+
+def test_experiment_under_torchrun(tmp_path):
+    "The experiments' command under torchrun: DDP for Table 1 and for the four fine-tuning cases (frozen parameters)."
+    out = tmp_path / "exp"
+    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vivit_edu", "experiment",
+             "--preset", "demo", "--device", "cpu", "--epochs", "1", "--finetune-epochs", "1", "--max-train-batches", "2",
+             "--no-nonlocal", "--no-shuffled", "--num-workers", "0", "--out", str(out)], timeout=600)
+    assert p.stdout.count("Table 1 (paper protocol)") == 1, p.stdout          # rank 0 prints the tables once
+    rows = (out / "table2.csv").read_text().splitlines()
+    assert rows[0].startswith("case,") and len(rows) == 5                     # four cases
+    assert (out / "report.md").read_text().startswith("# ViViT vs Non-local")
