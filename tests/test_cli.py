@@ -151,3 +151,23 @@ def test_experiment_under_torchrun(tmp_path):
     rows = (out / "table2.csv").read_text().splitlines()
     assert rows[0].startswith("case,") and len(rows) == 5                     # four cases
     assert (out / "report.md").read_text().startswith("# ViViT vs Non-local")
+
+
+def test_finetune_adds_a_class(single, tmp_path):
+    "`--init RUN --case case4`: the body keeps the run's weights, old classes keep their head rows by name."
+    from vivit_edu.cli import make_example_folder, load_run
+    folder4 = make_example_folder(tmp_path / "clips4", classes=("FadeIn", "MoveRight", "RotateClockwise", "ZoomIn"),
+                                  videos_per_class=4)
+    out = tmp_path / "ft"
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder4), *COMMON, "--epochs", "1", "--init", str(single),
+             "--case", "case4", "--out-dir", str(out)])
+    assert "classifier rows kept for 3 class(es) (FadeIn, MoveRight, ZoomIn), new for 1 (RotateClockwise)" in p.stdout, p.stdout
+    old, _ = load_run(single)
+    new, spec = load_run(out, "last")
+    assert spec.classes == ["FadeIn", "MoveRight", "RotateClockwise", "ZoomIn"] and spec.finetune["case"] == "case4"
+    so, sn = old.state_dict(), new.state_dict()
+    assert all(torch.equal(so[k], sn[k]) for k in so if not k.startswith("head."))    # case 4: only the head trained
+    assert sn["head.fc.weight"].shape == (4, so["head.fc.weight"].shape[1])
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder4), *COMMON, "--frames", "4", "--init", str(single),
+             "--out-dir", str(tmp_path / "bad")], check=False)
+    assert p.returncode == 2 and "fine-tuning keeps the architecture, but frames 8 -> 4" in p.stderr

@@ -15,12 +15,14 @@ import torch
 from torch import nn
 from .core import count_parameters, format_count
 from .data.datasets import UCF101, VideoFolder, UniformSampler, video_transform
-from .train import TrainConfig, History, OPTIMIZERS, AMP_MODES, load_weights, find_checkpoint, is_main_process
+from .train import (TrainConfig, History, OPTIMIZERS, AMP_MODES, CKPT_WEIGHTS, load_weights, find_checkpoint,
+                             is_main_process)
+from .finetune import CASES, apply_case, _classifier
 from .distributed import init_distributed, fit_distributed, cleanup_distributed, barrier
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'MODEL_KINDS', 'RunSpec', 'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder',
-           'add_train_arguments', 'spec_from_args', 'train_main', 'load_run']
+           'add_train_arguments', 'spec_from_args', 'train_main', 'load_run', 'init_from']
 
 # %% ../nbs/14_cli.ipynb #3a88b938
 RUN_FILE = "run.json"
@@ -44,6 +46,7 @@ class RunSpec:
     frames: int = 8 # T, frames per clip
     size: int | tuple = (32, 32) # resize: (H, W), or the short side (then `crop` is needed)
     crop: int | None = None # square crop after resizing (random in training, centre otherwise); None: no crop
+    finetune: dict = field(default_factory=dict) # how training started: {"init": weights it started from, "case": ...}
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS: raise ValueError(f"RunSpec.model={self.model!r}: use one of {MODEL_KINDS}")
@@ -197,6 +200,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process")
     p.add_argument("--no-augment", action="store_true", help="no random frames or crops (exactly repeatable clips)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (only if mirroring keeps the label)")
+    p.add_argument("--init", help="fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file")
+    p.add_argument("--case", choices=list(CASES), help="fine-tune: which layers train (the paper's cases; default case1, all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available; under torchrun: the LOCAL_RANK GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -213,8 +218,10 @@ def spec_from_args(a: argparse.Namespace, classes: Sequence[str] = ()) -> RunSpe
     if a.temporal_pos: opts["temporal_pos"] = True
     if a.model == "nonlocal" and (a.pool or a.temporal_pos):
         raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
+    if a.case and not a.init: raise ValueError("--case freezes layers of a pretrained model: give --init (the weights to fine-tune)")
+    ft = dict(init=str(Path(a.init).resolve()), case=a.case or "case1") if a.init else {}
     return RunSpec(model=a.model, preset=a.preset, options=opts, classes=list(classes), frames=a.frames,
-                   size=_size(a.size), crop=a.crop)
+                   size=_size(a.size), crop=a.crop, finetune=ft)
 
 def _check_resume(out: Path, spec: RunSpec):
     "Refuse to resume a run folder whose run.json describes another model or clip format."
@@ -244,6 +251,10 @@ def train_main(a: argparse.Namespace) -> History:
                   f"{spec.model} ({spec.preset}); {info.world_size} process(es), backend {info.backend or 'none'}, "
                   f"device {info.device}", flush=True)
         torch.manual_seed(a.seed); model = spec.build()              # the seed fixes the initial weights
+        if a.init:
+            msg = init_from(model, spec, a.init)
+            rep = apply_case(model, spec.finetune["case"])
+            if is_main_process(): print(f"{msg}\n{rep}", flush=True)
         config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
                              optimizer=a.optimizer, warmup_epochs=min(a.warmup_epochs, a.epochs - 1), grad_accum=a.grad_accum,
                              label_smoothing=a.label_smoothing, clip_grad=a.clip_grad, amp=a.amp, compile=a.compile,
@@ -272,3 +283,57 @@ def load_run(run_dir, # a `vivit-edu train` run folder
         raise FileNotFoundError(f"{path}: no complete checkpoint (model.safetensors and state.pt) there")
     model = load_weights(spec.build(), find_checkpoint(path) if path.is_dir() else path)
     return model.to(device or "cpu").eval(), spec
+
+# %% ../nbs/14_cli.ipynb #7e7b4838
+def _head_keys(model: nn.Module) -> list[str]:
+    "State-dict keys of the classifier Linear (weight, and bias if it has one)."
+    owner, attr = _classifier(model)
+    lin = getattr(owner, attr)
+    prefix = {id(m): n for n, m in model.named_modules()}[id(lin)]
+    return [f"{prefix}.weight"] + ([f"{prefix}.bias"] if lin.bias is not None else [])
+
+def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
+              spec: RunSpec, # the new run: its classes decide the head rows
+              src, # a run folder (best/, else last/), a checkpoint folder or a .safetensors file
+             ) -> str:
+    "Load pretrained weights into `model`: all but the classifier exactly, classifier rows matched by class name."
+    from safetensors.torch import load_file
+    src, old_classes = Path(src), None
+    if src.is_dir() and (src / RUN_FILE).is_file():
+        old = RunSpec.load(src)
+        diff = {k: (getattr(old, k), getattr(spec, k)) for k in ("model", "preset", "options", "frames", "image_size")
+                if getattr(old, k) != getattr(spec, k)}
+        if diff: raise ValueError(f"{src / RUN_FILE}: fine-tuning keeps the architecture, but " +
+                                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+        ck = find_checkpoint(src / "best") or find_checkpoint(src / "last")
+        if ck is None: raise FileNotFoundError(f"{src}: no complete checkpoint in best/ or last/")
+        path, old_classes = ck / CKPT_WEIGHTS, old.classes
+    else: path = src / CKPT_WEIGHTS if src.is_dir() else src
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
+    try: sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in load_file(str(path)).items()}
+    except Exception as e: raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    target, head = model.state_dict(), _head_keys(model)
+    missing = [k for k in target if k not in sd and k not in head]
+    unexpected = [k for k in sd if k not in target]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
+              if k in target and k not in head and sd[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path}: weights do not fit the {spec.model} ({spec.preset}) being trained: " + "; ".join(
+            f"{what}: {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}" for what, ks in
+            (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if ks))
+    new = {k: (v.clone() if k in head else sd[k]) for k, v in target.items()}
+    carried = []
+    if all(k in sd for k in head):
+        if old_classes is not None:
+            if len(old_classes) != sd[head[0]].shape[0]:
+                raise ValueError(f"{path}: its classifier has {sd[head[0]].shape[0]} rows but {src / RUN_FILE} names {len(old_classes)} classes")
+            for row, name in enumerate(spec.classes):
+                if name in old_classes:
+                    for k in head: new[k][row] = sd[k][old_classes.index(name)]
+                    carried.append(name)
+        elif all(sd[k].shape == target[k].shape for k in head):
+            new.update({k: sd[k] for k in head}); carried = list(spec.classes)
+    model.load_state_dict(new)
+    fresh = [c for c in spec.classes if c not in carried]
+    return (f"initialised from {path}: {len(target) - len(head)} tensors; classifier rows kept for {len(carried)} "
+            f"class(es) ({', '.join(carried) or 'none'}), new for {len(fresh)} ({', '.join(fresh) or 'none'})")

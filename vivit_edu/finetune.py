@@ -21,7 +21,7 @@ __all__ = ['VIVIT_BLOCKS', 'CASES', 'REGIMES', 'model_blocks', 'FineTuneCase', '
            'report_from_confusion', 'collect_logits', 'evaluate_finetune', 'trainable_parameters']
 
 # %% ../nbs/11_finetune.ipynb #8269bc71
-VIVIT_BLOCKS = {"embed": ("embed",), "pos_embed": ("pos_embed",), "cls": ("spatial_cls", "temporal_cls"),
+VIVIT_BLOCKS = {"embed": ("embed",), "pos_embed": ("pos_embed", "temporal_pos"), "cls": ("spatial_cls", "temporal_cls"),
                 "spatial": ("spatial",), "temporal": ("temporal",), "head": ("head",)}
 
 def _under(name: str, prefix: str) -> bool: return name == prefix or name.startswith(prefix + ".")
