@@ -135,9 +135,9 @@ def clip_datasets(data, # a folder of class folders, or a UCF101 root
     tf_train, tf_val = spec.transform(train=augment, flip=flip and augment), spec.transform(train=False)
     sampler = lambda train: UniformSampler(spec.frames, jitter=train and augment)
     if is_ucf101_root(data):
-        kw = dict(protocol="official", fold=fold, sampler=None, workers=index_workers)
-        tr = UCF101(data, split="train", transform=tf_train, **{**kw, "sampler": sampler(True)})
-        va = UCF101(data, split="test", transform=tf_val, **{**kw, "sampler": sampler(False)})
+        kw = dict(protocol="official", fold=fold, workers=index_workers)
+        tr = UCF101(data, split="train", transform=tf_train, sampler=sampler(True), **kw)
+        va = UCF101(data, split="test", transform=tf_val, sampler=sampler(False), **kw)
         return tr, va, tr.classes
     tr = VideoFolder(data, sampler=sampler(True), transform=tf_train, workers=index_workers)
     if val is not None:
