@@ -171,3 +171,16 @@ def test_finetune_adds_a_class(single, tmp_path):
     p = run([sys.executable, "-m", "vivit_edu", "train", str(folder4), *COMMON, "--frames", "4", "--init", str(single),
              "--out-dir", str(tmp_path / "bad")], check=False)
     assert p.returncode == 2 and "fine-tuning keeps the architecture, but frames 8 -> 4" in p.stderr
+
+
+def test_corrupt_video_is_named_and_skipped(folder, tmp_path):
+    "A file that does not decode is reported by name and left out; training goes on with the rest."
+    import shutil
+    data = tmp_path / "clips"; shutil.copytree(folder, data)
+    (data / "ZoomIn" / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video")
+    p = subprocess.run([sys.executable, "-m", "vivit_edu", "train", str(data), *COMMON, "--epochs", "1",
+                        "--out-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**env(), "PYTHONWARNINGS": "default"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "skipping" in p.stderr and "broken.avi" in p.stderr, p.stderr[-3000:]
+    assert "vivit-edu train: 18 training / 6 validation clips, 3 classes" in p.stdout      # the 24 good videos
