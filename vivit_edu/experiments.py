@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["predict"]:                          # its own parser: `python -m vivit_edu.inference`
         from vivit_edu.inference import main as predict_main
-        predict_main(argv[1:]); return 0
+        predict_main(argv[1:], prog="vivit-edu predict"); return 0
     p = build_parser()
     a = p.parse_args(argv)
     try:

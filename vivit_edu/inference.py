@@ -220,14 +220,14 @@ def read_class_names(spec:str|None, # "a,b,c", a file with one name per line, or
     else: raise FileNotFoundError(f"{spec}: no such class-name file")
     return lines
 
-def inference_args(argv:Sequence[str]|None=None) -> argparse.Namespace:
+def inference_args(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.inference") -> argparse.Namespace:
     "Parse the command line of `python -m vivit_edu.inference`."
-    p = argparse.ArgumentParser(prog="python -m vivit_edu.inference", description="Sliding-window action recognition on a video file.")
+    p = argparse.ArgumentParser(prog=prog, description="Sliding-window action recognition on a video file.")
     p.add_argument("video")
     p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
     p.add_argument("--checkpoint", default="best", help="with --run: best, last, or a checkpoint folder")
     p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
-    p.add_argument("--model", default="vivit", choices=["vivit", "nl_resnet50"])
+    p.add_argument("--model", default="vivit", choices=["vivit", "nonlocal", "nl_resnet50"], help="nonlocal = nl_resnet50")
     p.add_argument("--preset", default="tiny"); p.add_argument("--variant", default="factorised_encoder", help="ViViT Model 1-4")
     p.add_argument("--num-classes", type=int, default=None, help="needed without --run"); p.add_argument("--classes", default=None, help="names: a,b,c or a file")
     p.add_argument("--frames", type=int, default=None, help="T (default: the preset's)")
@@ -258,9 +258,9 @@ def build_model(a:argparse.Namespace) -> nn.Module:
         model = nl_resnet50(preset=a.preset, num_classes=a.num_classes, **extra)
     return load_weights(model, a.weights)
 
-def main(argv:Sequence[str]|None=None) -> StreamResult:
+def main(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.inference") -> StreamResult:
     "Run the command line: predictions, one line each, then the frames/s summary."
-    a = inference_args(argv)
+    a = inference_args(argv, prog)
     if not Path(a.video).is_file(): sys.exit(f"error: {a.video}: no such video file")
     try:
         model = build_model(a)
