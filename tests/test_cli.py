@@ -184,3 +184,15 @@ def test_corrupt_video_is_named_and_skipped(folder, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "skipping" in p.stderr and "broken.avi" in p.stderr, p.stderr[-3000:]
     assert "vivit-edu train: 18 training / 6 validation clips, 3 classes" in p.stdout      # the 24 good videos
+
+
+def test_nonlocal_run_and_predict(folder, tmp_path):
+    "The Non-local ResNet-50 through the same command and the same run folder."
+    out = tmp_path / "nl"
+    run([sys.executable, "-m", "vivit_edu", "train", str(folder), "--model", "nonlocal", "--frames", "4", "--epochs", "1",
+         "--batch-size", "4", "--max-train-batches", "2", "--num-workers", "0", "--device", "cpu", "--quiet", "--out-dir", str(out)])
+    spec = json.loads((out / "run.json").read_text())
+    assert spec["model"] == "nonlocal" and spec["frames"] == 4
+    video = sorted((folder / "FadeIn").iterdir())[0]
+    p = run([sys.executable, "-m", "vivit_edu", "predict", str(video), "--run", str(out), "--hop", "16", "--quiet"])
+    assert "frames/s" in p.stdout
