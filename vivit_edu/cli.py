@@ -22,7 +22,7 @@ from .distributed import init_distributed, fit_distributed, cleanup_distributed,
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'MODEL_KINDS', 'RunSpec', 'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder',
-           'add_train_arguments', 'spec_from_args', 'train_main', 'load_run', 'init_from']
+           'add_train_arguments', 'preset_input', 'spec_from_args', 'train_main', 'load_run', 'init_from']
 
 # %% ../nbs/14_cli.ipynb #3a88b938
 RUN_FILE = "run.json"
@@ -183,8 +183,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--variant", help="vivit: model1..model4 or a name (default: factorised_encoder); nonlocal: c2d or i3d")
     p.add_argument("--pool", choices=["cls", "mean"], help="vivit: classify from the CLS token or the mean token")
     p.add_argument("--temporal-pos", action="store_true", help="vivit: learned frame positions before the temporal encoder")
-    p.add_argument("--frames", type=int, default=8, help="T, frames per clip")
-    p.add_argument("--size", type=int, nargs="+", default=[32, 32], help="resize frames to H W, or to a short side N (needs --crop)")
+    p.add_argument("--frames", type=int, help="T, frames per clip (default: the preset's)")
+    p.add_argument("--size", type=int, nargs="+", help="resize frames to H W, or to a short side N (needs --crop); default: the preset's H W")
     p.add_argument("--crop", type=int, help="square crop after resizing (random in training)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16, help="global batch (split over the torchrun processes)")
@@ -212,16 +212,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return p
 
+def preset_input(model: str, preset: str) -> tuple[int, tuple]:
+    "(T, (H, W)): the clip format a preset is made for."
+    if model == "vivit":
+        from vivit_edu.models.vivit import vivit_config
+        c = vivit_config(preset=preset)
+    else:
+        from vivit_edu.models.resnet_nl import NL_PRESETS
+        if preset not in NL_PRESETS: raise ValueError(f"unknown nonlocal preset {preset!r}: use one of {list(NL_PRESETS)}")
+        c = NL_PRESETS[preset]
+    return c.frames, tuple(c.image_size)
+
 def spec_from_args(a: argparse.Namespace, classes: Sequence[str] = ()) -> RunSpec:
-    "The `RunSpec` that the command line describes."
+    "The `RunSpec` that the command line describes (frames and size default to the preset's)."
     opts = {k: v for k, v in dict(variant=a.variant, pool=a.pool).items() if v is not None}
     if a.temporal_pos: opts["temporal_pos"] = True
     if a.model == "nonlocal" and (a.pool or a.temporal_pos):
         raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
     if a.case and not a.init: raise ValueError("--case freezes layers of a pretrained model: give --init (the weights to fine-tune)")
     ft = dict(init=str(Path(a.init).resolve()), case=a.case or "case1") if a.init else {}
-    return RunSpec(model=a.model, preset=a.preset, options=opts, classes=list(classes), frames=a.frames,
-                   size=_size(a.size), crop=a.crop, finetune=ft)
+    if a.crop and not a.size: raise ValueError("--crop needs --size (what the frames are resized to before cropping)")
+    frames, size = preset_input(a.model, a.preset)
+    return RunSpec(model=a.model, preset=a.preset, options=opts, classes=list(classes), frames=a.frames or frames,
+                   size=_size(a.size) if a.size else size, crop=a.crop, finetune=ft)
 
 def _check_resume(out: Path, spec: RunSpec):
     "Refuse to resume a run folder whose run.json describes another model or clip format."
