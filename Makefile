@@ -7,7 +7,7 @@ STAMP := $(VENV)/.vivit_edu-installed
 # notebook workers for nbdev-test: torch import is paid per worker, so on 2 cores 1 is fastest
 NB_WORKERS ?= 1
 
-.PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check
+.PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ bench: $(STAMP)
 # errors); DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
 docs-check: $(STAMP)
 	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
+
+# wheels the GPU machine of the `device` tool lacks (PyAV, for Python 3.12 there), for bench/gpu_session.sh; see that file
+AV_VERSION ?= $(shell $(BIN)/python -c "import av; print(av.__version__)" 2>/dev/null || echo 18.1.0)
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl av==$(AV_VERSION)
+	@ls -la .whl
 
 clean-venv:
 	rm -rf $(VENV)

@@ -189,6 +189,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default on CPU: 1, steady on a shared machine)")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls/convolutions (off by default)")
     ap.add_argument("--out", default=None, help="also write the tables to this .md (and a .json next to it)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop starting new model configs after this many seconds (torch.compile rows run last)")
     a = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     small = a.quick or not cuda
@@ -217,15 +219,22 @@ def main(argv=None):
     out("| model | batch | precision | SDPA | compile | channels-last | step ms | clips/s | GFLOP/clip (fwd+bwd) | MFU | "
         f"peak GiB | epoch of {PAPER_TRAIN_CLIPS} clips (model only) |")
     out("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    best_model = {}
+    best_model, t_start, jobs = {}, time.perf_counter(), []
     for key in a.models.split(","):
         spec = MODELS[key]
         f_fwd, f_all = count_flops(spec, small)
         record["flops"][key] = dict(forward=f_fwd, forward_backward=f_all)
+        jobs += [(key, cfg) for cfg in configs(spec["resnet"], a.full, dev.type == "cuda")
+                 if not (cfg["compile"] and (a.no_compile or (dev.type == "cpu" and not a.compile_on_cpu)))]
+    jobs.sort(key=lambda j: j[1]["compile"])            # every model's eager rows first: compiling is the slow part
+    for key, cfg in jobs:
+        spec, f_all = MODELS[key], record["flops"][key]["forward_backward"]
         batch = a.batch or (spec["small_batch"] if small else spec["batch"])
-        for cfg in configs(spec["resnet"], a.full, dev.type == "cuda"):
-            if cfg["compile"] and (a.no_compile or (dev.type == "cpu" and not a.compile_on_cpu)): continue
-            row = dict(model=key, batch=batch, **cfg, gflop_clip=f_all / 1e9)
+        row = dict(model=key, batch=batch, **cfg, gflop_clip=f_all / 1e9)
+        if a.budget_s is not None and time.perf_counter() - t_start > a.budget_s:
+            row["error"] = "skipped (--budget-s)"
+            res = ["skipped (time budget)", "-", fmt(row["gflop_clip"]), "-", "-", "-"]
+        else:
             try:
                 row.update(train_speed(spec, cfg, dev, batch, small, steps, warmup))
                 row["mfu"] = f_all * row["clips_s"] / peak
@@ -239,9 +248,9 @@ def main(argv=None):
                 res = [msg, "-", fmt(row["gflop_clip"]), "-", "-", "-"]
                 del e; gc.collect()
                 if dev.type == "cuda": torch.cuda.empty_cache()
-            record["rows"].append(row)
-            out(f"| {spec['label'] + (' [shrunk]' if small else '')} | {batch} | {cfg['prec']} | {cfg['sdpa']} | {'on' if cfg['compile'] else 'off'} | "
-                f"{('on' if cfg['channels_last'] else 'off') if spec['resnet'] else '-'} | " + " | ".join(res) + " |")
+        record["rows"].append(row)
+        out(f"| {spec['label'] + (' [shrunk]' if small else '')} | {batch} | {cfg['prec']} | {cfg['sdpa']} | {'on' if cfg['compile'] else 'off'} | "
+            f"{('on' if cfg['channels_last'] else 'off') if spec['resnet'] else '-'} | " + " | ".join(res) + " |")
     out()
     for key, f in record["flops"].items():
         out(f"FLOPs per clip, {key}: forward {f['forward'] / 1e9:.1f} G, forward+backward {f['forward_backward'] / 1e9:.1f} G"

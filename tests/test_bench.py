@@ -39,3 +39,30 @@ def test_inference_bench_runs(tmp_path):
                         "--width", "80", "--height", "60", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| tiny | 8 | 32x32 | 4 |" in r.stdout and "keeps up with 25 fps" in r.stdout
+
+
+def test_gpu_train_time_budget_skips_rows(tmp_path):
+    "--budget-s 0: every model config is listed as skipped, none is timed, the data pipeline is still measured."
+    out = tmp_path / "b.md"
+    r = subprocess.run([sys.executable, "bench/gpu_train.py", "--quick", "--steps", "1", "--warmup", "1", "--workers", "0",
+                        "--data-clips", "8", "--budget-s", "0", "--models", "vivit_paper", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["rows"] and all(row["error"] == "skipped (--budget-s)" for row in rec["rows"])
+    assert "skipped (time budget)" in r.stdout and rec["data"][0]["clips_s"] > 0
+
+
+def test_gpu_session_script_dry_run(tmp_path):
+    "bench/gpu_session.sh, the prepared command for a lent GPU, runs its steps end to end on the CPU (DRY=1)."
+    import os
+    out = tmp_path / "session"
+    r = subprocess.run(["bash", "bench/gpu_session.sh"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "DRY": "1", "PY": sys.executable, "OUT": str(out)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert [l.split(":")[0] for l in summary] == ["env", "cuda_tests", "train_bench", "inference_bench"]
+    assert all(": exit 0 in" in l for l in summary), summary
+    assert "passed" in (out / "cuda_tests.log").read_text()
+    assert (out / "train.md").read_text().startswith("# Training throughput on")
+    assert len(list(out.iterdir())) <= 8                      # what the device tool brings back
