@@ -200,3 +200,11 @@ def test_nonlocal_run_and_predict(folder, tmp_path):
     video = sorted((folder / "FadeIn").iterdir())[0]
     p = run([sys.executable, "-m", "vivit_edu", "predict", str(video), "--run", str(out), "--hop", "16", "--quiet"])
     assert "frames/s" in p.stdout
+
+
+def test_finished_run_is_not_overwritten(single, folder):
+    "Without --resume, a folder that holds a run is refused and left as it was."
+    before = {p: p.stat().st_mtime_ns for p in single.rglob("*") if p.is_file()}
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder), *COMMON, "--out-dir", str(single)], check=False)
+    assert p.returncode == 2 and "holds a run already: pass --resume to continue it" in p.stderr
+    assert {p: p.stat().st_mtime_ns for p in single.rglob("*") if p.is_file()} == before

@@ -258,6 +258,9 @@ def train_main(a: argparse.Namespace) -> History:
             if info.rank == 0: barrier()
         spec.classes = list(classes)
         if a.resume: _check_resume(out, spec)
+        elif (out / RUN_FILE).exists() or find_checkpoint(out / "last") is not None:
+            raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
+                                  "(nothing was overwritten)")
         if is_main_process():
             spec.save(out)
             print(f"vivit-edu train: {len(train_ds)} training / {len(val_ds)} validation clips, {len(classes)} classes; "

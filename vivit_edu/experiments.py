@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                                    num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
                                    shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out)
         run_experiments(cfg)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"vivit-edu: error: {err}", file=sys.stderr); return 2
     finally: cleanup_distributed()
     return 0
