@@ -177,6 +177,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("data", help="folder of class folders (root/<class>/<video>), or a UCF101 root")
     p.add_argument("--val", help="validation folder with the same class folders (default: hold out --val-fraction of each class)")
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split (fixed while --seed varies)")
     p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="UCF101 official split (UCF101 roots only)")
     p.add_argument("--model", default="vivit", choices=MODEL_KINDS)
     p.add_argument("--preset", default="tiny", help="vivit: tiny, small, base, paper; nonlocal: tiny, kinetics, paper")
@@ -252,7 +253,7 @@ def train_main(a: argparse.Namespace) -> History:
         out = Path(a.out_dir)
         spec = spec_from_args(a)
         if info.rank != 0: barrier()                               # rank 0 indexes the files first
-        try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.seed,
+        try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.split_seed,
                                                        augment=not a.no_augment, flip=a.flip, fold=a.fold)
         finally:
             if info.rank == 0: barrier()
