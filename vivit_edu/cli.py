@@ -252,6 +252,9 @@ def train_main(a: argparse.Namespace) -> History:
         if a.threads: torch.set_num_threads(a.threads)
         out = Path(a.out_dir)
         spec = spec_from_args(a)
+        if not a.resume and ((out / RUN_FILE).exists() or find_checkpoint(out / "last") is not None):
+            raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
+                                  "(nothing was overwritten)")         # every rank looks before rank 0 writes anything
         if info.rank != 0: barrier()                               # rank 0 indexes the files first
         try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.split_seed,
                                                        augment=not a.no_augment, flip=a.flip, fold=a.fold)
@@ -259,9 +262,6 @@ def train_main(a: argparse.Namespace) -> History:
             if info.rank == 0: barrier()
         spec.classes = list(classes)
         if a.resume: _check_resume(out, spec)
-        elif (out / RUN_FILE).exists() or find_checkpoint(out / "last") is not None:
-            raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
-                                  "(nothing was overwritten)")
         if is_main_process():
             spec.save(out)
             print(f"vivit-edu train: {len(train_ds)} training / {len(val_ds)} validation clips, {len(classes)} classes; "
