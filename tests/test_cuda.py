@@ -84,10 +84,10 @@ def test_fused_sdpa_matches_math(kernel):
                 if kernel == "cudnn" and "No available kernel" in str(e):     # cuDNN attention is optional in PyTorch builds
                     pytest.skip(f"cuDNN attention is not available in this PyTorch build: {str(e).splitlines()[0][:120]}")
                 raise
-        y.float().square().mean().backward()
+        y.float().square().sum().backward()
         outs.append(y.float()); grads.append(xi.grad.float())
-    assert (outs[0] - outs[1]).abs().max() < 3e-2, (outs[0] - outs[1]).abs().max()
-    assert torch.allclose(grads[0], grads[1], atol=1e-3, rtol=5e-2)
+    rel = lambda a, b: ((a - b).abs().max() / b.abs().max()).item()          # error relative to the largest value
+    assert rel(*outs) < 2e-2 and rel(*grads) < 5e-2, (rel(*outs), rel(*grads))
 
 
 def test_cuda_matches_cpu_fp32():
@@ -143,7 +143,7 @@ def test_torchrun_backend_on_gpu(tmp_path):
 
 
 def test_predictor_bf16_channels_last_agrees(tmp_path):
-    "The real-time predictor's fast settings pick the same classes as the plain fp32 CPU path on most windows."
+    "The real-time predictor's fast settings (bf16, channels-last) give the fp32 CPU path's probabilities and classes."
     import numpy as np
     from vivit_edu.data.video import write_video
     from vivit_edu.inference import predict_video
@@ -153,6 +153,8 @@ def test_predictor_bf16_channels_last_agrees(tmp_path):
     ref = predict_video(video, model, device="cpu", hop=4)
     fast = predict_video(video, model, device=str(DEV), hop=4, bf16=True, channels_last=DEV.type == "cuda")
     assert len(ref.predictions) == len(fast.predictions) > 0
-    same = sum(a.label == b.label for a, b in zip(ref.predictions, fast.predictions)) / len(ref.predictions)
     diff = max((a.probs - b.probs.float().cpu()).abs().max().item() for a, b in zip(ref.predictions, fast.predictions))
-    assert same >= 0.8 and diff < 0.05, (same, diff)
+    assert diff < 0.05, diff
+    for a, b in zip(ref.predictions, fast.predictions):       # where fp32's top two are not a near tie, bf16 agrees
+        top2 = a.probs.topk(2).values
+        if top2[0] - top2[1] > 2 * diff: assert a.label == b.label, (a.topk, b.topk)
