@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from .core import count_parameters, format_count
 from .data.datasets import UCF101, VideoFolder, UniformSampler, video_transform
-from .train import (TrainConfig, History, OPTIMIZERS, AMP_MODES, CKPT_WEIGHTS, load_weights, find_checkpoint,
+from .train import (TrainConfig, History, OPTIMIZERS, AMP_MODES, load_weights, read_weights, find_checkpoint,
                              is_main_process)
 from .finetune import CASES, apply_case, _classifier
 from .distributed import init_distributed, fit_distributed, cleanup_distributed, barrier
@@ -314,7 +314,6 @@ def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
               src, # a run folder (best/, else last/), a checkpoint folder or a .safetensors file
              ) -> str:
     "Load pretrained weights into `model`: all but the classifier exactly, classifier rows matched by class name."
-    from safetensors.torch import load_file
     src, old_classes = Path(src), None
     if src.is_dir() and (src / RUN_FILE).is_file():
         old = RunSpec.load(src)
@@ -324,11 +323,8 @@ def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
                                   ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
         ck = find_checkpoint(src / "best") or find_checkpoint(src / "last")
         if ck is None: raise FileNotFoundError(f"{src}: no complete checkpoint in best/ or last/")
-        path, old_classes = ck / CKPT_WEIGHTS, old.classes
-    else: path = src / CKPT_WEIGHTS if src.is_dir() else src
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
-    try: sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in load_file(str(path)).items()}
-    except Exception as e: raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+        src, old_classes = ck, old.classes
+    sd, path = read_weights(src)
     target, head = model.state_dict(), _head_keys(model)
     missing = [k for k in target if k not in sd and k not in head]
     unexpected = [k for k in sd if k not in target]

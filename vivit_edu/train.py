@@ -23,9 +23,9 @@ from .core import check_shape, get_device, seed_everything, count_parameters
 __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch',
            'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps', 'build_scheduler', 'resolve_amp', 'autocast',
            'unpack_batch', 'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler',
-           'make_loader', 'evaluate', 'predict', 'save_weights', 'load_weights', 'rng_state', 'set_rng_state',
-           'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook', 'LivePlot',
-           'Trainer', 'fit', 'plot_confusion']
+           'make_loader', 'evaluate', 'predict', 'save_weights', 'read_weights', 'load_weights', 'rng_state',
+           'set_rng_state', 'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook',
+           'LivePlot', 'Trainer', 'fit', 'plot_confusion']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -399,17 +399,22 @@ def save_weights(model: nn.Module | dict, # a model (compile/DDP wrappers are un
         if tmp.exists(): tmp.unlink()
     return path
 
-def load_weights(model: nn.Module, # model to load into (compile/DDP wrappers are unwrapped)
-                 path: str | Path, # a .safetensors file, or a checkpoint folder containing model.safetensors
-                 strict: bool = True, # every key must match; False loads the matching keys (shapes must still agree)
-                ) -> nn.Module:
-    "Load safetensors weights into `model`; fail naming the file and the missing, unexpected or mis-shaped keys."
+def read_weights(path: str | Path, # a .safetensors file, or a checkpoint folder containing model.safetensors
+                ) -> tuple[dict, Path]: # (state dict without compile/DDP prefixes, the file read)
+    "Read a safetensors state dict, naming the file if it is missing or unreadable."
     path = Path(path)
     if path.is_dir(): path = path / "model.safetensors"
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
     try: sd = load_file(str(path))
     except Exception as e: raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
-    sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}
+    return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}, path
+
+def load_weights(model: nn.Module, # model to load into (compile/DDP wrappers are unwrapped)
+                 path: str | Path, # a .safetensors file, or a checkpoint folder containing model.safetensors
+                 strict: bool = True, # every key must match; False loads the matching keys (shapes must still agree)
+                ) -> nn.Module:
+    "Load safetensors weights into `model`; fail naming the file and the missing, unexpected or mis-shaped keys."
+    sd, path = read_weights(path)
     target = _unwrap(model).state_dict()
     missing = [k for k in target if k not in sd]
     unexpected = [k for k in sd if k not in target]
