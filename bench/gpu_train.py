@@ -9,7 +9,9 @@ the projected epoch time for the paper's 6,060 training clips.
 
 FLOPs per clip are counted once per model with `torch.utils.flop_counter.FlopCounterMode` on the meta device
 (forward + backward, batch 1, attention in its from-scratch form so every matmul is counted); MFU = FLOPs/clip x
-clips/s / measured matmul rate. `--out X.md` also writes X.json (and `--out X.json` also writes X.md).
+clips/s / measured matmul rate. `--out X.md` also writes X.json (and `--out X.json` also writes X.md), rewritten after
+every row, so a run stopped by a time limit keeps what it measured. Order of work: every eager row, then the data
+pipeline, then the torch.compile rows (slowest to build, so the first to give way to `--budget-s`).
 """
 import argparse, contextlib, gc, json, math, os, platform, statistics, tempfile, time
 from pathlib import Path
@@ -99,6 +101,7 @@ def sdpa_context(choice: str):
 
 def train_speed(spec: dict, cfg: dict, dev, batch: int, small: bool, steps: int, warmup: int) -> dict:
     "clips/s, step ms and peak memory of forward + backward + AdamW with one config."
+    gc.collect()                              # what earlier rows left must not count in this row's peak memory
     torch.manual_seed(0)
     model = spec["build"](**(spec["small"] if small else {})).to(dev)
     shape = spec["small_shape"] if small else spec["shape"]
@@ -129,6 +132,7 @@ def train_speed(spec: dict, cfg: dict, dev, batch: int, small: bool, steps: int,
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     med = statistics.median(times)
     del model, opt, fwd, x
+    if cfg["compile"]: torch._dynamo.reset()  # drop the compiled graphs (and what they hold) before the next row
     return dict(step_ms=1000 * med, clips_s=batch / med, peak_gib=None if peak is None else peak / 2 ** 30,
                 warmup_s=first)
 
@@ -190,16 +194,31 @@ def main(argv=None):
     ap.add_argument("--tf32", action="store_true", help="allow TF32 in fp32 matmuls/convolutions (off by default)")
     ap.add_argument("--out", default=None, help="also write the tables to this .md (and a .json next to it)")
     ap.add_argument("--budget-s", type=float, default=None,
-                    help="stop starting new model configs after this many seconds (torch.compile rows run last)")
+                    help="stop starting new model configs this many seconds after the start (eager rows run first, "
+                         "then the data pipeline, then the torch.compile rows)")
     a = ap.parse_args(argv)
+    t_start = time.perf_counter()                       # --budget-s counts from here
     cuda = torch.cuda.is_available()
     small = a.quick or not cuda
     dev = torch.device("cuda" if cuda and not a.quick else "cpu")
     if dev.type == "cpu" or a.threads: torch.set_num_threads(a.threads or 1)
     steps, warmup = a.steps or (2 if small else 10), a.warmup or (1 if small else 3)
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    lines, record = [], dict(device=None, torch=torch.__version__, small=small, rows=[], data=[], flops={})
-    def out(s=""): print(s, flush=True); lines.append(s)
+    record = dict(device=None, torch=torch.__version__, small=small, rows=[], data=[], flops={})
+    # The report's sections, in the order the .md lists them; each is filled (and the files rewritten) as results come,
+    # so that a run stopped by a time limit still leaves every row measured so far.
+    sections = {k: [] for k in ("head", "models", "flops", "data", "bounds", "notes")}
+    def out(s="", section="head", echo=True):
+        if echo: print(s, flush=True)
+        sections[section].append(s)
+    def save():
+        if not a.out: return
+        p = Path(a.out); p.parent.mkdir(parents=True, exist_ok=True)
+        md, js = (p.with_suffix(".md"), p) if p.suffix == ".json" else (p, p.with_suffix(".json"))
+        text = "\n".join(l for k in sections for l in sections[k]) + "\n"
+        for f, body in ((md, text), (js, json.dumps(record, indent=1, default=str) + "\n")):
+            tmp = f.with_name(f".{f.name}.tmp"); tmp.write_text(body); os.replace(tmp, f)
+        return md, js
 
     # 1. the reference rate
     if dev.type == "cuda":
@@ -215,47 +234,65 @@ def main(argv=None):
         f"median of {steps} steps after {warmup} warm-up" + (f"; TF32 {'on' if a.tf32 else 'off'} for fp32" if dev.type == "cuda" else ""))
     out()
 
-    # 2. models
-    out("| model | batch | precision | SDPA | compile | channels-last | step ms | clips/s | GFLOP/clip (fwd+bwd) | MFU | "
-        f"peak GiB | epoch of {PAPER_TRAIN_CLIPS} clips (model only) |")
-    out("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    best_model, t_start, jobs = {}, time.perf_counter(), []
+    # 2. models: every eager row first, then the data pipeline, then the torch.compile rows (the slow part, and the
+    # first to give way to --budget-s); the table in the .md keeps one order whatever ran when.
+    table_head = ["| model | batch | precision | SDPA | compile | channels-last | step ms | clips/s | GFLOP/clip (fwd+bwd) | MFU | "
+                  f"peak GiB | epoch of {PAPER_TRAIN_CLIPS} clips (model only) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for l in table_head: out(l, "models")
+    best_model, best_data, jobs = {}, 0.0, []
+    out("", "flops", echo=False)
     for key in a.models.split(","):
         spec = MODELS[key]
         f_fwd, f_all = count_flops(spec, small)
         record["flops"][key] = dict(forward=f_fwd, forward_backward=f_all)
+        out(f"FLOPs per clip, {key}: forward {f_fwd / 1e9:.1f} G, forward+backward {f_all / 1e9:.1f} G"
+            + (" (the paper preset: 127.9 / 383.8 G)" if key == "vivit_paper" and not small else ""), "flops", echo=False)
         jobs += [(key, cfg) for cfg in configs(spec["resnet"], a.full, dev.type == "cuda")
                  if not (cfg["compile"] and (a.no_compile or (dev.type == "cpu" and not a.compile_on_cpu)))]
-    jobs.sort(key=lambda j: j[1]["compile"])            # every model's eager rows first: compiling is the slow part
-    for key, cfg in jobs:
-        spec, f_all = MODELS[key], record["flops"][key]["forward_backward"]
-        batch = a.batch or (spec["small_batch"] if small else spec["batch"])
-        row = dict(model=key, batch=batch, **cfg, gflop_clip=f_all / 1e9)
-        if a.budget_s is not None and time.perf_counter() - t_start > a.budget_s:
-            row["error"] = "skipped (--budget-s)"
-            res = ["skipped (time budget)", "-", fmt(row["gflop_clip"]), "-", "-", "-"]
-        else:
-            try:
-                row.update(train_speed(spec, cfg, dev, batch, small, steps, warmup))
-                row["mfu"] = f_all * row["clips_s"] / peak
-                row["epoch_s"] = PAPER_TRAIN_CLIPS / row["clips_s"]
-                best_model[key] = max(best_model.get(key, 0), row["clips_s"])
-                res = [fmt(row["step_ms"]), fmt(row["clips_s"], "{:.2f}"), fmt(row["gflop_clip"]),
-                       fmt(100 * row["mfu"], "{:.1f}%"), fmt(row["peak_gib"], "{:.2f}"), fmt(row["epoch_s"], "{:.0f} s")]
-            except Exception as e:            # OOM or an unsupported kernel: record it, go on
-                msg = "OOM" if "out of memory" in str(e).lower() else f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
-                row["error"] = msg
-                res = [msg, "-", fmt(row["gflop_clip"]), "-", "-", "-"]
-                del e; gc.collect()
-                if dev.type == "cuda": torch.cuda.empty_cache()
-        record["rows"].append(row)
-        out(f"| {spec['label'] + (' [shrunk]' if small else '')} | {batch} | {cfg['prec']} | {cfg['sdpa']} | {'on' if cfg['compile'] else 'off'} | "
-            f"{('on' if cfg['channels_last'] else 'off') if spec['resnet'] else '-'} | " + " | ".join(res) + " |")
-    out()
-    for key, f in record["flops"].items():
-        out(f"FLOPs per clip, {key}: forward {f['forward'] / 1e9:.1f} G, forward+backward {f['forward_backward'] / 1e9:.1f} G"
-            + (" (the paper preset: 127.9 / 383.8 G)" if key == "vivit_paper" and not small else ""))
-    out()
+    out("", "flops", echo=False)
+
+    def bounds():
+        "The table of what bounds an epoch, from the best rows so far (rewritten after every row once data is measured)."
+        if a.no_data or not record["data"]: return
+        b = sections["bounds"]; b.clear(); record["bounds"] = []
+        b += ["Which bounds an epoch (best config of each model vs the best data loader):", "",
+              "| model | model clips/s | data clips/s | bound | projected epoch |", "|---|---|---|---|---|"]
+        for key, mc in best_model.items():
+            e = PAPER_TRAIN_CLIPS / min(mc, best_data) if best_data else PAPER_TRAIN_CLIPS / mc
+            bound = "data (decoding)" if best_data and best_data < mc else "model"
+            record["bounds"].append(dict(model=key, model_clips_s=mc, data_clips_s=best_data, bound=bound, epoch_s=e))
+            b.append(f"| {MODELS[key]['label']} | {mc:.2f} | {best_data:.1f} | {bound} | {e:.0f} s |")
+        b.append("")
+
+    def run_rows(todo):
+        for key, cfg in todo:
+            spec, f_all = MODELS[key], record["flops"][key]["forward_backward"]
+            batch = a.batch or (spec["small_batch"] if small else spec["batch"])
+            row = dict(model=key, batch=batch, **cfg, gflop_clip=f_all / 1e9)
+            if a.budget_s is not None and time.perf_counter() - t_start > a.budget_s:
+                row["error"] = "skipped (--budget-s)"
+                res = ["skipped (time budget)", "-", fmt(row["gflop_clip"]), "-", "-", "-"]
+            else:
+                try:
+                    row.update(train_speed(spec, cfg, dev, batch, small, steps, warmup))
+                    row["mfu"] = f_all * row["clips_s"] / peak
+                    row["epoch_s"] = PAPER_TRAIN_CLIPS / row["clips_s"]
+                    best_model[key] = max(best_model.get(key, 0), row["clips_s"])
+                    res = [fmt(row["step_ms"]), fmt(row["clips_s"], "{:.2f}"), fmt(row["gflop_clip"]),
+                           fmt(100 * row["mfu"], "{:.1f}%"), fmt(row["peak_gib"], "{:.2f}"), fmt(row["epoch_s"], "{:.0f} s")]
+                except Exception as e:            # OOM or an unsupported kernel: record it, go on
+                    msg = "OOM" if "out of memory" in str(e).lower() else f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+                    row["error"] = msg
+                    res = [msg, "-", fmt(row["gflop_clip"]), "-", "-", "-"]
+                    del e; gc.collect()
+                    if dev.type == "cuda": torch.cuda.empty_cache()
+            record["rows"].append(row)
+            out(f"| {spec['label'] + (' [shrunk]' if small else '')} | {batch} | {cfg['prec']} | {cfg['sdpa']} | {'on' if cfg['compile'] else 'off'} | "
+                f"{('on' if cfg['channels_last'] else 'off') if spec['resnet'] else '-'} | " + " | ".join(res) + " |", "models")
+            bounds(); save()
+
+    run_rows([j for j in jobs if not j[1]["compile"]])
+    print("\n".join(sections["flops"]), flush=True); save()
 
     # 3. the data pipeline
     if not a.no_data:
@@ -269,36 +306,33 @@ def main(argv=None):
         H, W = 60 * scale, 80 * scale
         out(f"Data pipeline: {n} MPEG-4 AVIs made from embedded-dataset clips ({frames} frames of {W}x{H}, 25 fps; "
             f"written in {made:.0f} s); each clip: decode its {frames} frames, to float, normalise; "
-            f"batch 4; {ncpu} CPUs; first batch (worker start-up) not counted")
-        out()
-        out("| DataLoader workers | clips/s | frames/s | epoch of 6,060 clips (data only) |\n|---|---|---|---|")
-        best_data = 0.0
+            f"batch 4; {ncpu} CPUs; first batch (worker start-up) not counted", "data")
+        out("", "data")
+        out("| DataLoader workers | clips/s | frames/s | epoch of 6,060 clips (data only) |\n|---|---|---|---|", "data")
         for w in ws:
             try:
                 cs = data_speed(ds, w, 4)
                 best_data = max(best_data, cs)
                 record["data"].append(dict(workers=w, clips_s=cs, frames=frames))
-                out(f"| {w} | {cs:.1f} | {cs * frames:.0f} | {PAPER_TRAIN_CLIPS / cs:.0f} s |")
+                out(f"| {w} | {cs:.1f} | {cs * frames:.0f} | {PAPER_TRAIN_CLIPS / cs:.0f} s |", "data")
             except Exception as e:
-                out(f"| {w} | {type(e).__name__}: {str(e).splitlines()[0][:80]} | - | - |")
-        out()
-        out("Which bounds an epoch (best config of each model vs the best data loader):")
-        out()
-        out("| model | model clips/s | data clips/s | bound | projected epoch |\n|---|---|---|---|---|")
-        for key, mc in best_model.items():
-            e = PAPER_TRAIN_CLIPS / min(mc, best_data) if best_data else PAPER_TRAIN_CLIPS / mc
-            bound = "data (decoding)" if best_data and best_data < mc else "model"
-            record.setdefault("bounds", []).append(dict(model=key, model_clips_s=mc, data_clips_s=best_data, bound=bound, epoch_s=e))
-            out(f"| {MODELS[key]['label']} | {mc:.2f} | {best_data:.1f} | {bound} | {e:.0f} s |")
-        out()
-    if dev.type == "cpu" and not a.compile_on_cpu: out("(torch.compile rows skipped on CPU; --compile-on-cpu adds them.)")
-    if small:
-        out("(--quick: shapes are shrunk so the script runs on a CPU; the numbers test the script, not the paper's model.)")
+                out(f"| {w} | {type(e).__name__}: {str(e).splitlines()[0][:80]} | - | - |", "data")
+            save()
+        out("", "data")
+        bounds(); save()
 
+    # 4. the torch.compile rows, last
+    compiled = [j for j in jobs if j[1]["compile"]]
+    if compiled:
+        print("\n(torch.compile rows, run last; the .md lists them in the table above)\n" + "\n".join(table_head), flush=True)
+        run_rows(compiled)
+        print(flush=True)
+    if sections["bounds"]: print("\n".join(sections["bounds"]), flush=True)
+    if dev.type == "cpu" and not a.compile_on_cpu: out("(torch.compile rows skipped on CPU; --compile-on-cpu adds them.)", "notes")
+    if small:
+        out("(--quick: shapes are shrunk so the script runs on a CPU; the numbers test the script, not the paper's model.)", "notes")
     if a.out:
-        p = Path(a.out); p.parent.mkdir(parents=True, exist_ok=True)
-        md, js = (p.with_suffix(".md"), p) if p.suffix == ".json" else (p, p.with_suffix(".json"))
-        md.write_text("\n".join(lines) + "\n"); js.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        md, js = save()
         print(f"wrote {md} and {js}")
     return record
 

@@ -66,3 +66,57 @@ def test_gpu_session_script_dry_run(tmp_path):
     assert "passed" in (out / "cuda_tests.log").read_text()
     assert (out / "train.md").read_text().startswith("# Training throughput on")
     assert len(list(out.iterdir())) <= 8                      # what the device tool brings back
+
+
+def _main_in_process(g, argv):
+    "Run bench/gpu_train.py's main here (it sets torch's CPU threads: put them back)."
+    import torch
+    n = torch.get_num_threads()
+    try: return g.main(argv)
+    finally: torch.set_num_threads(n)
+
+
+def test_gpu_train_writes_rows_as_it_goes(tmp_path, monkeypatch):
+    "A run stopped part-way (on the device: the step's time limit) has already written every row it measured."
+    g = load("gpu_train")
+    def killed(*a, **k): raise KeyboardInterrupt("time limit")
+    monkeypatch.setattr(g, "paper_like_videos", killed)                       # dies after the eager model rows
+    out = tmp_path / "partial.md"
+    with pytest.raises(KeyboardInterrupt):
+        _main_in_process(g, ["--quick", "--steps", "1", "--warmup", "1", "--models", "vivit_paper", "--out", str(out)])
+    md = out.read_text()
+    assert md.startswith("# Training throughput on") and "| ViViT paper preset (Model 2) [shrunk] | 2 | bf16 |" in md
+    assert len(json.loads(out.with_suffix(".json").read_text())["rows"]) == 2
+
+
+def test_gpu_train_compile_rows_come_last(tmp_path, monkeypatch):
+    "Eager rows, then the data pipeline, then torch.compile rows; the .md still shows one unbroken model table."
+    g = load("gpu_train")
+    calls = []
+    def fake_speed(spec, cfg, *a, **k):
+        calls.append("compile" if cfg["compile"] else "eager")
+        return dict(step_ms=10.0, clips_s=100.0 if cfg["compile"] else 50.0, peak_gib=None, warmup_s=0.0)
+    def fake_data(ds, workers, batch): calls.append("data"); return 75.0
+    monkeypatch.setattr(g, "train_speed", fake_speed); monkeypatch.setattr(g, "data_speed", fake_data)
+    out = tmp_path / "order.md"
+    rec = _main_in_process(g, ["--quick", "--compile-on-cpu", "--models", "vivit_paper", "--workers", "0",
+                               "--data-clips", "8", "--out", str(out)])
+    assert calls == ["eager", "eager", "data", "compile"], calls
+    lines = out.read_text().splitlines()
+    start = lines.index(next(l for l in lines if l.startswith("| model | batch |")))
+    table = lines[start:lines.index("", start)]
+    assert len(table) == 2 + 3 and "| on |" in table[-1]                      # header, rule, 2 eager rows, the compiled one
+    assert rec["bounds"][0]["model_clips_s"] == 100.0 and rec["bounds"][0]["bound"] == "data (decoding)"
+
+
+def test_gpu_session_step_limits_fit_one_device_call():
+    """The limits of bench/gpu_session.sh's steps add up to less than one device call (600 s), with room for the
+    wheel install and the shell; the training benchmark's own budget leaves its step time for a last compile row and
+    the data pipeline."""
+    import re
+    text = (ROOT / "bench" / "gpu_session.sh").read_text()
+    limits = {m[0]: int(m[1]) for m in re.findall(r"^step (\w+) (\d+) ", text, flags=re.M)}
+    assert list(limits) == ["env", "cuda_tests", "train_bench", "inference_bench"], limits
+    assert sum(limits.values()) <= 570, limits
+    budget = float(re.search(r"gpu_train\.py .*--budget-s (\d+)", text)[1])
+    assert budget + 90 <= limits["train_bench"], (budget, limits)

@@ -159,3 +159,20 @@ def test_compile_on_cpu_trains_and_saves_plain_keys(tmp_path):
     h = fit(Net(), Dots(16), Dots(8), cfg(tmp_path, epochs=1, compile=True))
     assert math.isfinite(h["train_loss"][0])
     load_weights(Net(), tmp_path / "last")                   # keys without the `_orig_mod.` prefix
+
+
+def test_rng_state_resumes_on_a_machine_with_fewer_gpus(monkeypatch):
+    "A checkpoint from a 2-GPU machine restores the CUDA generators this machine has, never an absent GPU's."
+    from vivit_edu.train import rng_state, set_rng_state
+    calls = []
+    def set_one(s, device="cuda"):
+        i = device if isinstance(device, int) else torch.device(device).index or 0
+        if i >= torch.cuda.device_count(): raise RuntimeError(f"invalid device ordinal {i}")   # what CUDA says
+        calls.append(i)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_one)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: [set_one(s, i) for i, s in enumerate(states)])
+    state = {**rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]}
+    set_rng_state(state)
+    assert calls == [0]

@@ -444,7 +444,8 @@ def set_rng_state(state: dict):
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] and torch.cuda.is_available():      # the GPUs both machines have (a run may resume on fewer GPUs)
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]): torch.cuda.set_rng_state(s, i)
 
 def write_checkpoint(folder: str | Path, # e.g. out_dir/"last"; replaced atomically
                      model: nn.Module, # weights go to model.safetensors

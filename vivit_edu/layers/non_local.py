@@ -54,7 +54,13 @@ class EmbeddedGaussian(Embedded):
 
     def forward(self, x, xs, g, fast=True):
         if not fast: return super().forward(x, xs, g)
-        return F.scaled_dot_product_attention(self.theta(x), self.phi(xs), g, scale=1.0)  # (B, N, Ci)
+        # one head: (B, 1, N, Ci). The GPU's fused kernels take only 4-D (batch, heads, tokens, dim) input;
+        # 3-D input would silently run the math kernel, which stores the N x M matrix.
+        q, k, v = self.theta(x)[:, None], self.phi(xs)[:, None], g[:, None]
+        # the Gaussian's identity theta/phi pass x on as it is: float32 under autocast, and a transposed view, while
+        # the fused kernels want one dtype and contiguous rows (no-ops for the embedded Gaussian)
+        q, k = q.to(v.dtype).contiguous(), k.to(v.dtype).contiguous()
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)[:, 0]  # (B, N, Ci)
 
 class Gaussian(EmbeddedGaussian):
     "f = exp(x_i^T x_j), C(x) = sum_j f: the embedded Gaussian without embeddings (Wang et al., sec. 3.2)."
