@@ -176,3 +176,12 @@ def test_rng_state_resumes_on_a_machine_with_fewer_gpus(monkeypatch):
     state = {**rng_state(), "cuda": [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]}
     set_rng_state(state)
     assert calls == [0]
+
+
+def test_resume_in_another_amp_mode(tmp_path):
+    "A checkpoint written without a loss scaler (amp off or bf16) resumes in a trainer that scales (fp16): the scaler starts afresh."
+    fit(Net(), Dots(16), Dots(8), cfg(tmp_path, epochs=1))
+    tr = Trainer(Net(), Dots(16), Dots(8), cfg(tmp_path, epochs=2))
+    tr.scaler = torch.amp.GradScaler("cpu", enabled=True)     # what amp="fp16" builds (fp16 itself needs CUDA)
+    tr.load_checkpoint(tmp_path / "last")
+    assert tr.epoch == 1 and tr.scaler.get_scale() == 2.0 ** 16

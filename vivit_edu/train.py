@@ -595,7 +595,8 @@ class Trainer:
         state = read_checkpoint_state(folder)
         load_weights(self.model, find_checkpoint(folder))
         self.optimizer.load_state_dict(state["optimizer"]); self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        # the scaler's state is kept only while fp16 scales the loss: a run resumed in another AMP mode starts it afresh
+        if state["scaler"] and self.scaler.is_enabled(): self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best_acc = state["epoch"], state["step"], state["best_acc"]
         self.history = History(state["history"])
         set_rng_state(state["rng"])
