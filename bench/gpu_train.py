@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from vivit_edu.core import to_channels_last
 from vivit_edu.models.vivit import vivit
 from vivit_edu.models.resnet_nl import nl_resnet50
 
@@ -108,9 +109,7 @@ def train_speed(spec: dict, cfg: dict, dev, batch: int, small: bool, steps: int,
     fmt = torch.contiguous_format
     if cfg["channels_last"]:   # conv weights NHWC / NDHWC; a channels-last (B, C, T, H, W) clip folds to NHWC frames for free
         fmt = torch.channels_last_3d
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d): m.to(memory_format=torch.channels_last)
-            elif isinstance(m, torch.nn.Conv3d): m.to(memory_format=torch.channels_last_3d)
+        to_channels_last(model)
     model = model.train()
     x = torch.randn(batch, *shape, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=dev)

@@ -208,3 +208,85 @@ def test_finished_run_is_not_overwritten(single, folder):
     p = run([sys.executable, "-m", "vivit_edu", "train", str(folder), *COMMON, "--out-dir", str(single)], check=False)
     assert p.returncode == 2 and "holds a run already: pass --resume to continue it" in p.stderr
     assert {p: p.stat().st_mtime_ns for p in single.rglob("*") if p.is_file()} == before
+
+
+def train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "vivit_edu", "train", str(data), *COMMON, "--epochs", "1", "--out-dir", str(out), *extra]
+
+
+def test_folders_a_classifier_cannot_learn_from(folder, tmp_path):
+    "One class, or a class folder with no usable video, is refused naming the folder (it used to train a model with "
+    "a class it never saw, or a one-class model scoring 100%); a file or a missing --val folder is named as such."
+    import shutil
+    data = tmp_path / "clips"; shutil.copytree(folder, data)
+    (data / "Nothing").mkdir(); (data / "Nothing" / "notes.txt").write_text("no videos here")
+    (data / "Broken").mkdir(); (data / "Broken" / "a.mp4").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    p = run(train_cmd(data, tmp_path / "r1"), check=False)
+    assert p.returncode == 2 and "class folder(s) without a usable video: Broken/ (1 file(s) skipped" in p.stderr, p.stderr[-2000:]
+    assert "Nothing/ (no .avi/.mp4" in p.stderr and "Traceback" not in p.stderr and not (tmp_path / "r1").exists()
+    one = tmp_path / "one"; shutil.copytree(folder / "FadeIn", one / "FadeIn")
+    p = run(train_cmd(one, tmp_path / "r2"), check=False)
+    assert p.returncode == 2 and "only one class folder (FadeIn/); a classifier needs at least two" in p.stderr, p.stderr[-2000:]
+    p = run(train_cmd(folder / "FadeIn" / "fadein_000.avi", tmp_path / "r3"), check=False)
+    assert p.returncode == 2 and "fadein_000.avi: a file, not a folder" in p.stderr
+    p = run(train_cmd(folder, tmp_path / "r4", "--val", tmp_path / "no_val"), check=False)
+    assert p.returncode == 2 and "no_val: no such validation folder" in p.stderr
+
+
+@pytest.mark.parametrize("part", ["state.pt", "model.safetensors"])
+def test_resume_from_a_corrupt_checkpoint_names_the_file(single, folder, tmp_path, part):
+    "A truncated last/ checkpoint: a clear error naming the file and what to do (state.pt was a torch traceback)."
+    import shutil
+    out = tmp_path / "copy"; shutil.copytree(single, out)
+    f = out / "last" / part; f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    before = {q: q.stat().st_mtime_ns for q in out.rglob("*") if q.is_file()}
+    p = run(train_cmd(folder, out, "--resume"), check=False)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert f"{f}: cannot resume" in p.stderr and "best holds a checkpoint too" in p.stderr, p.stderr[-3000:]
+    assert {q: q.stat().st_mtime_ns for q in out.rglob("*") if q.is_file()} == before       # nothing touched
+
+
+def test_resume_after_kill_mid_epoch(folder, tmp_path):
+    "kill -9 in the middle of an epoch, then --resume: it continues from the last saved epoch and finishes."
+    import signal, time
+    from vivit_edu.train import read_checkpoint_state, History
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vivit_edu", "train", str(folder), *COMMON, "--epochs", "40", "--batch-size", "2",
+           "--out-dir", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "history.csv").exists() and len((out / "history.csv").read_text().splitlines()) >= 3: break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed"
+        time.sleep(0.1)                                             # into the next epoch
+        proc.send_signal(signal.SIGKILL); proc.wait(30)
+    finally:
+        if proc.poll() is None: proc.kill()
+    done = read_checkpoint_state(out / "last")["epoch"]
+    assert 2 <= done < 40
+    run(cmd + ["--resume"], timeout=600)
+    h = History.from_csv(out / "history.csv")
+    assert h["epoch"] == list(range(1, 41)) and read_checkpoint_state(out / "last")["epoch"] == 40
+
+
+def test_predict_run_folder_problems(single, folder, tmp_path):
+    "A missing run folder, a run with no checkpoint yet, and another run's weights (other class names) via --checkpoint."
+    import shutil
+    video = sorted((folder / "ZoomIn").iterdir())[0]
+    predict = lambda *a: run([sys.executable, "-m", "vivit_edu", "predict", str(video), "--hop", "16", "--quiet", *map(str, a)],
+                             check=False)
+    p = predict("--run", tmp_path / "nowhere")
+    assert p.returncode != 0 and "nowhere: no such run folder" in p.stderr, p.stderr
+    (tmp_path / "fresh").mkdir(); shutil.copy(single / "run.json", tmp_path / "fresh")
+    p = predict("--run", tmp_path / "fresh")
+    assert p.returncode != 0 and "fresh: no complete checkpoint" in p.stderr and "in best/ or last/" in p.stderr, p.stderr
+    other = tmp_path / "other"; shutil.copytree(single, other)
+    spec = json.loads((other / "run.json").read_text()); spec["classes"] = ["Cat", "Dog", "Fish"]
+    (other / "run.json").write_text(json.dumps(spec))
+    for ck in (other / "last", other, other / "best" / "model.safetensors"):        # same shapes: used to load silently
+        p = predict("--run", single, "--checkpoint", ck)
+        assert p.returncode != 0 and "these weights belong to the run" in p.stderr and "'Cat'" in p.stderr, p.stderr
+    p = predict("--run", single, "--checkpoint", single / "last")                  # the run's own checkpoint: fine
+    assert p.returncode == 0 and "frames/s" in p.stdout, p.stderr

@@ -87,3 +87,13 @@ def test_temporal_order_matters(data, tmp_path):
     rows = summarise_table1(run_table1(cfg)["rows"])
     assert rows[0]["model"] == "ViViT" and rows[1]["model"] == "ViViT (shuffled frames)"
     assert rows[0]["val acc (%)"] > rows[1]["val acc (%)"] + 3, rows
+
+def test_cli_bad_rldd_layout_fails_before_training(data, tmp_path, capsys, monkeypatch):
+    "A --rldd folder that is not in UTA-RLDD's layout is reported before Table 1 trains anything."
+    import vivit_edu.experiments as E
+    def no_training(*a, **k): raise AssertionError("Table 1 started training before the RLDD folder was checked")
+    monkeypatch.setattr(E, "run_table1", no_training)
+    (tmp_path / "not_rldd").mkdir(); (tmp_path / "not_rldd" / "notes.txt").write_text("hello")
+    assert main(["experiment", "--preset", "demo", "--device", "cpu", "--rldd", str(tmp_path / "not_rldd"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "not_rldd" in capsys.readouterr().err

@@ -118,3 +118,13 @@ def test_cli_non_local_resnet(video_file, tmp_path):
             "--max-frames", 20)
     assert r.returncode == 0, r.stderr
     assert [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("frame")] == window_ends(20, 4, hop=4)
+
+
+def test_cli_ignored_options_are_refused(video_file, weights, tmp_path):
+    "--weights with --run, or --checkpoint without --run, would be silently ignored: refused instead; a folder is no video."
+    r = cli(video_file, "--run", tmp_path, "--weights", weights)
+    assert r.returncode == 2 and "with --run, choose its weights with --checkpoint" in r.stderr
+    r = cli(video_file, "--weights", weights, "--num-classes", 8, "--checkpoint", "last")
+    assert r.returncode == 2 and "--checkpoint picks the weights of a --run folder" in r.stderr
+    r = cli(tmp_path, "--weights", weights, "--num-classes", 8)
+    assert r.returncode != 0 and "a folder, not a video file" in r.stderr and "Traceback" not in r.stderr

@@ -6,7 +6,7 @@
 """
 __version__ = "0.0.1"
 
-from .core import check_shape, count_parameters, format_count, get_device, parameter_table, seed_everything, cache_dir
+from .core import check_shape, count_parameters, format_count, get_device, parameter_table, seed_everything, cache_dir, to_channels_last
 from .data.video import VideoError, VideoInfo, iter_frames, probe_video, read_video, write_video
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd
 from .data.datasets import (UCF101, RLDD, VideoFolder, VideoClips, UniformSampler, ConsecutiveSampler, video_transform,

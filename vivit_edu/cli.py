@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 from .core import count_parameters, format_count
-from .data.datasets import UCF101, VideoFolder, UniformSampler, video_transform
+from .data.datasets import UCF101, VideoFolder, UniformSampler, video_transform, VIDEO_EXTENSIONS
 from .train import (TrainConfig, History, OPTIMIZERS, AMP_MODES, load_weights, read_weights, find_checkpoint,
-                             is_main_process)
+                             is_main_process, CKPT_WEIGHTS, CKPT_STATE)
 from .finetune import CASES, apply_case, _classifier
 from .distributed import init_distributed, fit_distributed, cleanup_distributed, barrier
 
@@ -85,13 +85,17 @@ class RunSpec:
     @classmethod
     def load(cls, folder) -> RunSpec:
         "Read `folder/run.json` (or the file itself), naming the file in any error."
-        path = Path(folder); path = path / RUN_FILE if path.is_dir() else path
+        path = Path(folder)
+        if not path.exists(): raise FileNotFoundError(f"{path}: no such run folder")
+        path = path / RUN_FILE if path.is_dir() else path
         if not path.is_file(): raise FileNotFoundError(f"{path}: no such run file (is {path.parent} a vivit-edu train run folder?)")
         try: d = json.loads(path.read_text())
         except ValueError as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of run settings, got a {type(d).__name__}")
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown: raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}")
-        return cls(**d)
+        try: return cls(**d)
+        except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from e  # e.g. "frames": "8" or size [1, 2, 3]
 
 # %% ../nbs/14_cli.ipynb #295e2ef5
 def split_videos(labels: Sequence[int], # the class of each video
@@ -119,6 +123,17 @@ def _keep(ds: VideoFolder, idx: Sequence[int]) -> VideoFolder:
     ds.records = [ds.records[i] for i in idx]
     return ds
 
+def _check_classes(ds: VideoFolder, root):
+    "Refuse a folder a classifier cannot learn from: a class folder without one usable video, or fewer than two classes."
+    have, skipped = {r.label for r in ds.records}, {}
+    for p, _ in ds.skipped: skipped[Path(p).parent.name] = skipped.get(Path(p).parent.name, 0) + 1
+    empty = [f"{c}/ ({skipped[c]} file(s) skipped, named in the warnings above)" if c in skipped else
+             f"{c}/ (no {'/'.join(VIDEO_EXTENSIONS)} files)" for k, c in enumerate(ds.classes) if k not in have]
+    if empty: raise ValueError(f"{root}: class folder(s) without a usable video: {', '.join(empty)}; "
+                               "add videos or move the folder(s) out (every class folder becomes an output of the model)")
+    if len(ds.classes) < 2:
+        raise ValueError(f"{root}: only one class folder ({ds.classes[0]}/); a classifier needs at least two classes")
+
 def clip_datasets(data, # a folder of class folders, or a UCF101 root
                   spec: RunSpec, # clip format (frames, size, crop); its `classes` are ignored
                   *, val=None, # a validation folder with the same class folders; None: split `data`
@@ -131,7 +146,9 @@ def clip_datasets(data, # a folder of class folders, or a UCF101 root
                  ) -> tuple:
     "(train, validation, class names): training and validation clip datasets of a folder."
     data = Path(data)
-    if not data.is_dir(): raise FileNotFoundError(f"{data}: no such folder")
+    if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
+    if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
+    if val is not None and not Path(val).is_dir(): raise FileNotFoundError(f"{val}: no such validation folder")
     tf_train, tf_val = spec.transform(train=augment, flip=flip and augment), spec.transform(train=False)
     sampler = lambda train: UniformSampler(spec.frames, jitter=train and augment)
     if is_ucf101_root(data):
@@ -140,6 +157,7 @@ def clip_datasets(data, # a folder of class folders, or a UCF101 root
         va = UCF101(data, split="test", transform=tf_val, sampler=sampler(False), **kw)
         return tr, va, tr.classes
     tr = VideoFolder(data, sampler=sampler(True), transform=tf_train, workers=index_workers)
+    _check_classes(tr, data)
     if val is not None:
         va = VideoFolder(val, sampler=sampler(False), transform=tf_val, workers=index_workers)
         if va.classes != tr.classes:
@@ -245,6 +263,23 @@ def _check_resume(out: Path, spec: RunSpec):
     if diff: raise ValueError(f"{out / RUN_FILE}: cannot resume with another model or clip format: " +
                               ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
 
+def _check_resumable(out: Path):
+    "Before any work: --resume must be able to read OUT_DIR's run.json and its last checkpoint, else fail naming the file."
+    if (out / RUN_FILE).exists(): RunSpec.load(out)                # unreadable: a ValueError naming run.json
+    ck = find_checkpoint(out / "last")
+    if ck is None: return                                          # nothing saved yet: --resume starts afresh
+    hint = (f"; {out / 'best'} holds a checkpoint too: copy it over {ck} to resume from there"
+            if find_checkpoint(out / "best") else "") + f"; or delete {ck} to start the run again"
+    try:
+        from safetensors import safe_open
+        with safe_open(str(ck / CKPT_WEIGHTS), "pt") as f: f.keys()       # the header, without reading the tensors
+    except Exception as e:
+        raise ValueError(f"{ck / CKPT_WEIGHTS}: cannot resume, the weights do not load ({type(e).__name__}: {e}){hint}") from e
+    try: torch.load(ck / CKPT_STATE, map_location="cpu", weights_only=True, mmap=True)   # mapped, not read: cheap
+    except Exception as e:
+        why = (str(e).strip() or "no message").splitlines()[0].split(". ")[0]      # torch's messages run on
+        raise ValueError(f"{ck / CKPT_STATE}: cannot resume, the training state does not load ({type(e).__name__}: {why}){hint}") from e
+
 def train_main(a: argparse.Namespace) -> History:
     "Run `vivit-edu train` (in one process, or as one rank under torchrun)."
     info = init_distributed(device=a.device)
@@ -255,6 +290,7 @@ def train_main(a: argparse.Namespace) -> History:
         if not a.resume and ((out / RUN_FILE).exists() or find_checkpoint(out / "last") is not None):
             raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
                                   "(nothing was overwritten)")         # every rank looks before rank 0 writes anything
+        if a.resume: _check_resumable(out)                         # before indexing a large folder, not after
         if info.rank != 0: barrier()                               # rank 0 indexes the files first
         try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.split_seed,
                                                        augment=not a.no_augment, flip=a.flip, fold=a.fold)
@@ -287,6 +323,18 @@ def train_main(a: argparse.Namespace) -> History:
     finally: cleanup_distributed()
 
 # %% ../nbs/14_cli.ipynb #ec1feb05
+def _check_owner(path: Path, run_dir: Path, spec: RunSpec):
+    "Refuse weights that belong to another run folder whose classes or clip format differ from `spec`'s."
+    cands = [path] if path.is_dir() else []
+    cands += [path.parent] if path.is_dir() else [path.parent.parent] if path.parent.joinpath(CKPT_STATE).exists() else []
+    owner = next((d for d in cands if (d / RUN_FILE).is_file()), None)
+    if owner is None or owner.resolve() == run_dir.resolve(): return
+    other = RunSpec.load(owner)
+    diff = [f"{k} {getattr(other, k)!r} there vs {getattr(spec, k)!r} here" for k in
+            ("model", "preset", "options", "classes", "frames", "size", "crop") if getattr(other, k) != getattr(spec, k)]
+    if diff: raise ValueError(f"{path}: these weights belong to the run {owner}, not to {run_dir}: " + "; ".join(diff) +
+                              f" (the model would be fed or labelled wrongly): use --run {owner}")
+
 def load_run(run_dir, # a `vivit-edu train` run folder
              which: str = "best", # "best", "last", or a checkpoint folder / .safetensors file
              *, device: str | torch.device | None = "cpu",
@@ -294,11 +342,21 @@ def load_run(run_dir, # a `vivit-edu train` run folder
     "The trained model of a run folder (in eval mode) and its `RunSpec`."
     run_dir = Path(run_dir)
     spec = RunSpec.load(run_dir)
-    path = Path(which) if which not in ("best", "last") else run_dir / which
-    if which == "best" and find_checkpoint(path) is None: path = run_dir / "last"   # no validation: no `best`
-    if path.is_dir() and find_checkpoint(path) is None:
-        raise FileNotFoundError(f"{path}: no complete checkpoint (model.safetensors and state.pt) there")
-    model = load_weights(spec.build(), find_checkpoint(path) if path.is_dir() else path)
+    if which in ("best", "last"):
+        names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
+        path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
+        if path is None: raise FileNotFoundError(f"{run_dir}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) in "
+                                                 f"{' or '.join(n + '/' for n in names)}: has its first epoch finished?")
+    else:
+        path = Path(which)
+        if not path.exists(): raise FileNotFoundError(f"{path}: no such checkpoint folder or weights file")
+        _check_owner(path, run_dir, spec)
+        if path.is_dir() and (path / RUN_FILE).is_file():                   # a whole run folder: its best, else last
+            path = find_checkpoint(path / "best") or find_checkpoint(path / "last") or path / "best"
+        if path.is_dir() and find_checkpoint(path) is None:
+            raise FileNotFoundError(f"{path}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
+        path = find_checkpoint(path) if path.is_dir() else path
+    model = load_weights(spec.build(), path)
     return model.to(device or "cpu").eval(), spec
 
 # %% ../nbs/14_cli.ipynb #7e7b4838

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['check_shape', 'get_device', 'seed_everything', 'count_parameters', 'parameter_table', 'format_count', 'cache_dir']
+__all__ = ['check_shape', 'get_device', 'to_channels_last', 'seed_everything', 'count_parameters', 'parameter_table',
+           'format_count', 'cache_dir']
 
 # %% ../nbs/00_core.ipynb #35de1dca
 def check_shape(x: torch.Tensor | np.ndarray, # tensor or array to check
@@ -49,6 +50,16 @@ def get_device(device: str | torch.device | None = None, # "cpu", "cuda", "cuda:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError(f"device {str(device)!r} asked for, but MPS is not available here")
     return dev
+
+# %% ../nbs/00_core.ipynb #c1a57e0e
+def to_channels_last(model: nn.Module, # any PyTorch module; changed in place
+                    ) -> nn.Module:
+    "Put every Conv2d weight in channels-last (NHWC) and every Conv3d weight in channels-last-3d (NDHWC) layout."
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d): m.to(memory_format=torch.channels_last_3d)
+        elif isinstance(m, nn.Conv2d): m.to(memory_format=torch.channels_last)
+    return model
+
 
 # %% ../nbs/00_core.ipynb #60d520c5
 def seed_everything(seed: int = 0, # seed for Python, NumPy and PyTorch (CPU and all GPUs)

@@ -106,13 +106,17 @@ class ShuffleFrames:
     def __repr__(self): return "ShuffleFrames()"
 
 # %% ../nbs/12_experiments.ipynb #523dc33f
-def resolve_data(cfg: ExperimentConfig) -> tuple[Path, Path]:
+def resolve_data(cfg: ExperimentConfig,
+                 rldd_too: bool = False, # index UTA-RLDD now as well, so a wrong --rldd folder fails before any training
+                ) -> tuple[Path, Path]:
     "The UCF101 and UTA-RLDD roots: the given folders, or the embedded datasets (generated once, then cached)."
     if not is_main_process(): barrier()                 # under torchrun rank 0 generates and indexes first, the rest reuse it
     try:
         ucf = Path(cfg.ucf101_root) if cfg.ucf101_root else make_embedded_dataset(seed=cfg.data_seed)
         rldd = Path(cfg.rldd_root) if cfg.rldd_root else make_embedded_rldd(seed=cfg.data_seed)
-        if is_main_process(): ucf_splits(cfg, ucf)     # probes every video once and writes the index cache
+        if is_main_process():
+            ucf_splits(cfg, ucf)                       # probes every video once and writes the index cache
+            if rldd_too: rldd_sets(cfg, rldd, new_label=0)   # the same for UTA-RLDD (defined below with Table 2)
     finally:
         if is_main_process(): barrier()
     return ucf, rldd
@@ -356,7 +360,7 @@ def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
     "The whole pipeline: data, Table 1, Table 2, report folder; print the tables (rank 0 writes and prints under torchrun)."
     t0 = time.perf_counter()
     init_distributed(device=cfg.device)                  # joins torchrun's process group; nothing otherwise
-    ucf, rldd = resolve_data(cfg)
+    ucf, rldd = resolve_data(cfg, rldd_too=True)        # both datasets checked before hours of Table 1
     t1 = run_table1(cfg, ucf_root=ucf)
     t2 = run_table2(cfg, t1["pretrained"], ucf_root=ucf, rldd_root=rldd)
     out = Path(cfg.out_dir)

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from .core import get_device
+from .core import get_device, to_channels_last
 from .data.video import iter_frames, probe_video, VideoError
 from .data.datasets import (ToFloat, Resize, CenterCrop, Normalize, Compose, video_transform,
                                      KINETICS_MEAN, KINETICS_STD)
@@ -134,7 +134,8 @@ class Predictor:
         self.class_names, self.device, self.bf16 = class_names, get_device(device), bf16
         if threads: torch.set_num_threads(threads)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
-        model = model.to(self.device, memory_format=self.memory_format).eval()
+        model = model.to(self.device).eval()
+        if channels_last: to_channels_last(model)  # the conv weights only; the clips follow in `memory_format`
         self.model = torch.compile(model) if compile else model
         self.ring, self.recent = FrameRing(self.T), collections.deque(maxlen=smooth)
         self.reset()
@@ -225,7 +226,7 @@ def inference_args(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.i
     p = argparse.ArgumentParser(prog=prog, description="Sliding-window action recognition on a video file.")
     p.add_argument("video")
     p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
-    p.add_argument("--checkpoint", default="best", help="with --run: best, last, or a checkpoint folder")
+    p.add_argument("--checkpoint", default=None, help="with --run: best (default), last, or a checkpoint folder of that run")
     p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
     p.add_argument("--model", default="vivit", choices=["vivit", "nonlocal", "nl_resnet50"], help="nonlocal = nl_resnet50")
     p.add_argument("--preset", default="tiny"); p.add_argument("--variant", default="factorised_encoder", help="ViViT Model 1-4")
@@ -242,6 +243,10 @@ def inference_args(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.i
     a = p.parse_args(argv)
     if a.run is None and (a.weights is None or a.num_classes is None):
         p.error("give --run RUN_DIR (from vivit-edu train), or --weights and --num-classes")
+    if a.run is not None and a.weights is not None:                    # one of them would be silently ignored
+        p.error("--weights is for a model without a run folder; with --run, choose its weights with --checkpoint")
+    if a.run is None and a.checkpoint is not None: p.error("--checkpoint picks the weights of a --run folder; without one, use --weights")
+    a.checkpoint = a.checkpoint or "best"
     return a
 
 def build_model(a:argparse.Namespace) -> nn.Module:
@@ -261,7 +266,8 @@ def build_model(a:argparse.Namespace) -> nn.Module:
 def main(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.inference") -> StreamResult:
     "Run the command line: predictions, one line each, then the frames/s summary."
     a = inference_args(argv, prog)
-    if not Path(a.video).is_file(): sys.exit(f"error: {a.video}: no such video file")
+    if not Path(a.video).exists(): sys.exit(f"error: {a.video}: no such video file")
+    if not Path(a.video).is_file(): sys.exit(f"error: {a.video}: a folder, not a video file")
     try:
         model = build_model(a)
         frames, crop = a.frames, a.image_size
