@@ -51,6 +51,7 @@ def test_gpu_train_time_budget_skips_rows(tmp_path):
     rec = json.loads(out.with_suffix(".json").read_text())
     assert rec["rows"] and all(row["error"] == "skipped (--budget-s)" for row in rec["rows"])
     assert "skipped (time budget)" in r.stdout and rec["data"][0]["clips_s"] > 0
+    assert rec["data"][0]["uint8_clips_s"] > 0                 # the decode-only ceiling is measured too
 
 
 def test_gpu_session_script_dry_run(tmp_path):
@@ -101,7 +102,7 @@ def test_gpu_train_compile_rows_come_last(tmp_path, monkeypatch):
     out = tmp_path / "order.md"
     rec = _main_in_process(g, ["--quick", "--compile-on-cpu", "--models", "vivit_paper", "--workers", "0",
                                "--data-clips", "8", "--out", str(out)])
-    assert calls == ["eager", "eager", "data", "compile"], calls
+    assert calls == ["eager", "eager", "data", "data", "compile"], calls   # data: float, then uint8 clips
     lines = out.read_text().splitlines()
     start = lines.index(next(l for l in lines if l.startswith("| model | batch |")))
     table = lines[start:lines.index("", start)]

@@ -290,3 +290,16 @@ def test_predict_run_folder_problems(single, folder, tmp_path):
         assert p.returncode != 0 and "these weights belong to the run" in p.stderr and "'Cat'" in p.stderr, p.stderr
     p = predict("--run", single, "--checkpoint", single / "last")                  # the run's own checkpoint: fine
     assert p.returncode == 0 and "frames/s" in p.stdout, p.stderr
+
+
+def test_uint8_clips_match_float_clips(folder, tmp_path):
+    """--uint8-clips: the loader hands over uint8 clips and the trainer normalises them on the device. At the videos' own
+    size (no resize, so no rounding to grey levels) the run is the float run, weights and history alike."""
+    outs = {}
+    for name, extra in (("float", []), ("uint8", ["--uint8-clips"])):
+        outs[name] = tmp_path / name
+        run(train_cmd(folder, outs[name], "--size", "48", "64", *extra))
+    (h, w, spec), (h8, w8, spec8) = result(outs["uint8"]), result(outs["float"])
+    assert spec == spec8 and tuple(spec.size) == (48, 64)
+    assert h["train_loss"] == h8["train_loss"] and h["val_loss"] == h8["val_loss"]
+    assert max_diff(w, w8) == 0

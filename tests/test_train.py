@@ -185,3 +185,25 @@ def test_resume_in_another_amp_mode(tmp_path):
     tr.scaler = torch.amp.GradScaler("cpu", enabled=True)     # what amp="fp16" builds (fp16 itself needs CUDA)
     tr.load_checkpoint(tmp_path / "last")
     assert tr.epoch == 1 and tr.scaler.get_scale() == 2.0 ** 16
+
+
+def test_uint8_clips_train_exactly_like_float_clips(tmp_path):
+    "Clips kept uint8 through the loader and normalised by the trainer give the same weights and metrics as float clips."
+    from vivit_edu.data.datasets import video_transform
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (24, 6, 12, 12, 1), dtype=torch.uint8, generator=g)   # (N, T, H, W, C)
+    y = torch.arange(24) % 4
+    frames[y == 1, :, :6] //= 2                                                  # something to learn
+    mean, std = (0.4,), (0.3,)
+    def data(uint8):
+        tf = video_transform(train=False, mean=mean, std=std, uint8=uint8)
+        return TensorDataset(torch.stack([tf(f.numpy()) for f in frames]), y)
+    runs = {}
+    for uint8 in (False, True):
+        ds = data(uint8)
+        assert ds.tensors[0].dtype == (torch.uint8 if uint8 else torch.float32)
+        torch.manual_seed(0); m = Net()
+        h = fit(m, ds, ds, cfg(tmp_path / str(uint8), epochs=2, uint8_norm=(mean, std)))
+        runs[uint8] = (weights(m), h["val_acc"], evaluate(m, ds, uint8_norm=(mean, std)).loss)
+    for k, v in runs[False][0].items(): assert torch.equal(v, runs[True][0][k]), k
+    assert runs[False][1:] == runs[True][1:]

@@ -71,9 +71,9 @@ class RunSpec:
         from vivit_edu.models.resnet_nl import nl_resnet50
         return nl_resnet50(preset=self.preset, **kw)
 
-    def transform(self, *, train: bool, flip: bool = False):
+    def transform(self, *, train: bool, flip: bool = False, uint8: bool = False):
         "uint8 (T, H, W, C) frames -> the model's float (C, T, H, W) clip (random crop and flips only when `train`)."
-        return video_transform(train=train, size=self.size, crop=self.crop, flip=flip)
+        return video_transform(train=train, size=self.size, crop=self.crop, flip=flip, uint8=uint8)  # uint8: see lesson 03
 
     def save(self, folder) -> Path:
         "Write `folder/run.json` atomically."
@@ -143,13 +143,14 @@ def clip_datasets(data, # a folder of class folders, or a UCF101 root
                   flip: bool = False, # random horizontal flips in training (only if mirroring keeps the label)
                   fold: int = 1, # UCF101 official split
                   index_workers: int = 4, # threads probing the files once (then cached)
+                  uint8: bool = False, # clips stay uint8 until the device (4x fewer bytes through the DataLoader)
                  ) -> tuple:
     "(train, validation, class names): training and validation clip datasets of a folder."
     data = Path(data)
     if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
     if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
     if val is not None and not Path(val).is_dir(): raise FileNotFoundError(f"{val}: no such validation folder")
-    tf_train, tf_val = spec.transform(train=augment, flip=flip and augment), spec.transform(train=False)
+    tf_train, tf_val = spec.transform(train=augment, flip=flip and augment, uint8=uint8), spec.transform(train=False, uint8=uint8)
     sampler = lambda train: UniformSampler(spec.frames, jitter=train and augment)
     if is_ucf101_root(data):
         kw = dict(protocol="official", fold=fold, workers=index_workers)
@@ -217,6 +218,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=list(AMP_MODES))
     p.add_argument("--compile", action="store_true")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process")
+    p.add_argument("--uint8-clips", action="store_true",
+                   help="workers hand over uint8 clips, made float and normalised on the device (faster loading on a GPU)")
     p.add_argument("--no-augment", action="store_true", help="no random frames or crops (exactly repeatable clips)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (only if mirroring keeps the label)")
     p.add_argument("--init", help="fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file")
@@ -293,7 +296,7 @@ def train_main(a: argparse.Namespace) -> History:
         if a.resume: _check_resumable(out)                         # before indexing a large folder, not after
         if info.rank != 0: barrier()                               # rank 0 indexes the files first
         try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.split_seed,
-                                                       augment=not a.no_augment, flip=a.flip, fold=a.fold)
+                                                       augment=not a.no_augment, flip=a.flip, fold=a.fold, uint8=a.uint8_clips)
         finally:
             if info.rank == 0: barrier()
         spec.classes = list(classes)

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from .core import get_device
+from .data.datasets import KINETICS_MEAN, KINETICS_STD
 from .train import (TrainConfig, Trainer, History, EvalResult, make_loader, build_scheduler, metrics_from_logits,
                     predict, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
                     _unwrap, _device_of)
@@ -103,6 +104,7 @@ def evaluate_distributed(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
                          max_batches: int | None = None, # per rank
                          progress: bool = False, # a progress bar on rank 0
                          loader: DataLoader | None = None, # this rank's loader, instead of `dataset`
+                         uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD), # (mean, std) for uint8 clips
                         ) -> EvalResult:
     "Evaluate each rank's share of `dataset`, gather the logits from all ranks and return the global metrics on every rank."
     model = _unwrap(model)
@@ -113,7 +115,7 @@ def evaluate_distributed(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
         r = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=dev.type == "cuda", rank=r, world_size=world_size(), pad=False)
-    parts = _gather(predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress))
+    parts = _gather(predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress, uint8_norm=uint8_norm))
     parts = [p for p in parts if p[0] is not None]                                  # a rank may have had no clips
     all_vids = [v for p in parts for v in p[2]]
     return metrics_from_logits(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),  # (N, K), (N,)
@@ -163,7 +165,7 @@ class DistributedTrainer(Trainer):
         if not self.info.distributed: return super().validate()
         c = self.config
         return evaluate_distributed(self.model, loader=self.val_loader, device=self.device, amp=c.amp,
-                                    max_batches=c.max_val_batches, progress=c.progress)
+                                    max_batches=c.max_val_batches, progress=c.progress, uint8_norm=c.uint8_norm)
 
     def save_checkpoint(self, name: str = "last") -> Path | None:
         "Rank 0 writes `out_dir/name`; the other ranks wait until it is complete."

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import check_shape, get_device, seed_everything, count_parameters
+from .data.datasets import normalize_clips, KINETICS_MEAN, KINETICS_STD
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch',
@@ -54,6 +55,7 @@ class TrainConfig:
     compile: bool = False # run the model through `torch.compile`
     num_workers: int = 0 # DataLoader worker processes (persistent when > 0)
     pin_memory: bool | None = None # page-locked host batches; None: on when training on CUDA
+    uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD) # (mean, std) for uint8 clips, normalised on the device (`video_transform(uint8=True)`)
     drop_last: bool = False # drop the last, smaller training batch (helps BatchNorm with tiny batches)
     seed: int = 0 # seeds Python, NumPy, PyTorch and the shuffling order
     deterministic: bool = False # ask for deterministic kernels (slower on GPU)
@@ -164,13 +166,15 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 # %% ../nbs/10_train.ipynb #5a85c3ce
 def unpack_batch(batch, # (clips, labels) or (clips, labels, video_ids) from a DataLoader
                  device: torch.device, # where the model runs
+                 uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD), # (mean, std) that normalise uint8 clips there
                 ) -> tuple[torch.Tensor, torch.Tensor, list | None]:
-    "Move a batch to `device` (asynchronously when pinned); return clips, labels and video ids (or None)."
+    "Move a batch to `device` (asynchronously when pinned), uint8 clips made float there; return clips, labels, video ids."
     if not isinstance(batch, (list, tuple)) or len(batch) not in (2, 3):
         raise ValueError(f"a batch must be (clips, labels) or (clips, labels, video_ids), got {type(batch).__name__}"
                          f"{' of length ' + str(len(batch)) if isinstance(batch, (list, tuple)) else ''}")
     check_shape(batch[0], "B C T H W", what="batch of clips")
     x, y = batch[0].to(device, non_blocking=True), torch.as_tensor(batch[1]).to(device, non_blocking=True)
+    x = normalize_clips(x, *uint8_norm)                       # uint8 -> float on the device; float clips as they are
     vids = None
     if len(batch) == 3: vids = batch[2].tolist() if torch.is_tensor(batch[2]) else list(batch[2])
     return x, y, vids
@@ -190,7 +194,7 @@ def train_one_epoch(model: nn.Module, # model in training mode (possibly compile
     model.train(); optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(batches):
         if i >= n: break
-        x, y, _ = unpack_batch(batch, device)
+        x, y, _ = unpack_batch(batch, device, config.uint8_norm)
         with autocast(device, amp_dtype):
             x, ya, yb, lam = mixup_batch(x, y, config.mixup_alpha)
             logits = model(x)                                                      # (B, K)
@@ -339,6 +343,7 @@ def evaluate(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
              max_batches: int | None = None, # evaluate only the first batches
              progress: bool = False, # show a progress bar
              loader: DataLoader | None = None, # reuse a loader (e.g. persistent workers) instead of making one
+             uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD), # (mean, std) for uint8 clips, as in `TrainConfig`
             ) -> EvalResult:
     "Run `model` over `dataset` and return clip-level (and, with video ids, video-level) metrics."
     dev = get_device(device) if device is not None else _device_of(model)
@@ -346,7 +351,7 @@ def evaluate(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
     if loader is None:
         loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                              pin_memory=dev.type == "cuda")
-    logits, labels, vids = predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress)
+    logits, labels, vids = predict(model, loader, dev, dtype, max_batches=max_batches, progress=progress, uint8_norm=uint8_norm)
     return metrics_from_logits(logits, labels, vids or None, topk)
 
 @torch.inference_mode()
@@ -356,6 +361,7 @@ def predict(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
             dtype: torch.dtype | None = None, # autocast dtype (None: full precision)
             *, max_batches: int | None = None, # only the first batches
             progress: bool = False, # show a progress bar
+            uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD), # (mean, std) for uint8 clips
            ) -> tuple[torch.Tensor | None, torch.Tensor | None, list]:
     "Logits (N, K) and labels (N,) on the CPU, and video ids, of `model` over `loader`, in eval mode."
     was_training = model.training
@@ -365,7 +371,7 @@ def predict(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model
     try:
         for i, batch in enumerate(tqdm(loader, total=n, desc="eval", leave=False, disable=not progress or not is_main_process())):
             if i >= n: break
-            x, y, vids = unpack_batch(batch, dev)
+            x, y, vids = unpack_batch(batch, dev, uint8_norm)
             with autocast(dev, dtype): logits = model(x)                           # (B, K)
             all_logits.append(logits.float().cpu()); all_labels.append(y.cpu())
             if vids is not None: all_vids += vids
@@ -611,7 +617,7 @@ class Trainer:
         "Metrics of the model on the validation set (`fit` calls it; a distributed trainer gathers all ranks' clips)."
         c = self.config
         return evaluate(self.run_model, self.val_ds, loader=self.val_loader, device=self.device, amp=c.amp,
-                        max_batches=c.max_val_batches, progress=c.progress)
+                        max_batches=c.max_val_batches, progress=c.progress, uint8_norm=c.uint8_norm)
 
     def _resume_folder(self, resume) -> Path | None:
         if resume is False or resume is None: return None

@@ -19,10 +19,10 @@ from .video import read_video, probe_video, VideoError, VideoInfo
 
 # %% auto #0
 __all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS',
-           'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'Resize', 'CenterCrop', 'RandomCrop',
-           'RandomHorizontalFlip', 'Normalize', 'Compose', 'video_transform', 'BadVideoWarning', 'index_videos',
-           'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips', 'average_by_video', 'read_class_index',
-           'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder']
+           'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize', 'CenterCrop',
+           'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose', 'video_transform',
+           'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips',
+           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder']
 
 # %% ../../nbs/03_data.datasets.ipynb #d9fa1f4c
 class UniformSampler:
@@ -74,17 +74,31 @@ class ToFloat:
         if isinstance(x, torch.Tensor) and x.is_floating_point(): return x
         x = torch.as_tensor(np.ascontiguousarray(x))
         if x.ndim != 4 or x.shape[-1] not in (1, 3): raise ValueError(f"expected uint8 frames (T, H, W, C), got shape {tuple(x.shape)}")
-        return x.permute(3, 0, 1, 2).float().div_(255)                         # (C, T, H, W)
+        # one pass converts and reorders into a contiguous (C, T, H, W) block: `permute(...).float()` would keep the
+        # (T, H, W, C) memory order, and every later step (and the DataLoader's batching) would pay for the strides
+        out = torch.empty(x.permute(3, 0, 1, 2).shape, dtype=torch.float32)
+        return out.copy_(x.permute(3, 0, 1, 2)).div_(255)                      # (C, T, H, W)
+
+class ToUint8:
+    "uint8 frames (T, H, W, C) -> uint8 clip (C, T, H, W), contiguous: a quarter of the float clip's bytes (see below)."
+    def __call__(self, x):
+        x = torch.as_tensor(np.ascontiguousarray(x))
+        if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 frames (T, H, W, C), got {x.dtype} of shape {tuple(x.shape)}")
+        return x.permute(3, 0, 1, 2).contiguous()                              # (C, T, H, W)
 
 class Resize:
-    "Resize every frame: an int sets the short side (aspect kept), (H, W) sets both."
+    "Resize every frame: an int sets the short side (aspect kept), (H, W) sets both. uint8 clips stay uint8 (rounded)."
     def __init__(self, size:int|tuple): self.size = size
     def __call__(self, x):                                                     # (C, T, H, W)
         H, W = x.shape[-2:]
         if isinstance(self.size, int): s = self.size / min(H, W); size = (round(H * s), round(W * s))
         else: size = tuple(self.size)
         if size == (H, W): return x
-        y = F.interpolate(x.transpose(0, 1), size=size, mode="bilinear", align_corners=False, antialias=True)  # (T, C, h, w)
+        u8 = x.dtype == torch.uint8
+        y = F.interpolate(x.transpose(0, 1).float() if u8 else x.transpose(0, 1), size=size, mode="bilinear",
+                          align_corners=False, antialias=True)                 # (T, C, h, w)
+        if u8: y = y.round_().clamp_(0, 255).to(torch.uint8)
         return y.transpose(0, 1)                                               # (C, T, h, w)
 
 def _crop_size(size): return (size, size) if isinstance(size, int) else tuple(size)
@@ -115,7 +129,15 @@ class Normalize:
     "Per-channel (x - mean) / std on a float clip (C, T, H, W)."
     def __init__(self, mean=KINETICS_MEAN, std=KINETICS_STD):
         self.mean, self.std = torch.tensor(mean).view(-1, 1, 1, 1), torch.tensor(std).view(-1, 1, 1, 1)
-    def __call__(self, x): return (x - self.mean) / self.std
+    def __call__(self, x): return x.sub(self.mean).div_(self.std)             # one new tensor, not two
+
+def normalize_clips(x:torch.Tensor, # uint8 clips (C, T, H, W) or (B, C, T, H, W), on any device; float clips pass through
+                    mean=KINETICS_MEAN, std=KINETICS_STD) -> torch.Tensor:
+    "ToFloat + Normalize for uint8 clips where they are (the GPU): the same numbers as `video_transform`'s float path."
+    if x.is_floating_point(): return x
+    if x.dtype != torch.uint8: raise ValueError(f"expected uint8 or float clips, got {x.dtype}")
+    m, s = (torch.as_tensor(v, dtype=torch.float32, device=x.device).view(-1, 1, 1, 1) for v in (mean, std))
+    return x.float().div_(255).sub_(m).div_(s)
 
 class Compose:
     "Apply transforms in order."
@@ -130,11 +152,13 @@ def video_transform(*, train:bool, # random crop (and flip, if asked) for traini
                     size:int|tuple|None=None, # resize first: short side (int) or (H, W); None keeps the decoded size
                     crop:int|tuple|None=None, # crop size after resizing; None for no crop
                     flip:bool=False, # random horizontal flips in training (only where mirroring keeps the label!)
-                    mean=KINETICS_MEAN, std=KINETICS_STD) -> Compose:
+                    mean=KINETICS_MEAN, std=KINETICS_STD,
+                    uint8:bool=False, # keep clips uint8 (C, T, H, W), not normalised: the trainer normalises them on the device
+                   ) -> Compose:
     "uint8 (T, H, W, C) frames -> normalised float (C, T, H, W) clip: resize, crop, (flip), normalise."
     cropper = None if crop is None else (RandomCrop(crop) if train else CenterCrop(crop))
-    return Compose(ToFloat(), Resize(size) if size is not None else None, cropper,
-                   RandomHorizontalFlip() if (train and flip) else None, Normalize(mean, std))
+    return Compose(ToUint8() if uint8 else ToFloat(), Resize(size) if size is not None else None, cropper,
+                   RandomHorizontalFlip() if (train and flip) else None, None if uint8 else Normalize(mean, std))
 
 # %% ../../nbs/03_data.datasets.ipynb #92b7434e
 _log = logging.getLogger("vivit_edu.data")
