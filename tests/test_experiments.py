@@ -97,3 +97,17 @@ def test_cli_bad_rldd_layout_fails_before_training(data, tmp_path, capsys, monke
     assert main(["experiment", "--preset", "demo", "--device", "cpu", "--rldd", str(tmp_path / "not_rldd"),
                  "--out", str(tmp_path / "r")]) == 2
     assert "not_rldd" in capsys.readouterr().err
+
+def test_uint8_clips_in_both_tables(data, tmp_path):
+    "uint8_clips: UCF101 and RLDD clips stay uint8 until the trainer; normalised, they are the float clips to within rounding."
+    from vivit_edu.experiments import ucf_splits, rldd_sets
+    from vivit_edu.data.datasets import normalize_clips, KINETICS_STD
+    ucf, rldd = data
+    base = ExperimentConfig(ucf101_root=str(ucf), rldd_root=str(rldd), preset="demo", out_dir=str(tmp_path / "f"), **TINY)
+    u8 = replace(base, uint8_clips=True, out_dir=str(tmp_path / "u8"))
+    for make in (lambda c: ucf_splits(c, ucf)[1], lambda c: rldd_sets(c, rldd, new_label=8)[1]):
+        (xf, yf, *_), (x8, y8, *_) = make(base)[0], make(u8)[0]
+        assert xf.dtype == torch.float32 and x8.dtype == torch.uint8 and yf == y8
+        assert (normalize_clips(x8[None])[0] - xf).abs().max() <= 0.5 / 255 / KINETICS_STD[0] + 1e-5
+    res = run_experiments(u8, verbose=False)                     # the whole pipeline runs on uint8 clips
+    assert len(res["table1"]["rows"]) == 3 and len(res["table2"]["rows"]) == 4

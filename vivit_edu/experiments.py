@@ -66,6 +66,7 @@ class ExperimentConfig:
     shuffled_baseline: bool = True # train the frame-shuffled ViViT (temporal-order baseline)
     num_workers: int = 0
     memory_cache: bool | None = None # keep decoded UCF101 videos in RAM; None: only for the embedded data
+    uint8_clips: bool = False # loaders hand over uint8 clips, made float on the device (lesson 03: faster at the paper's size)
     amp: str = "auto"
     compile: bool = False
     max_train_batches: int | None = None # cut epochs short (tests)
@@ -130,7 +131,8 @@ def memory_for(cfg: ExperimentConfig, root) -> dict | bool:
 
 def ucf_splits(cfg: ExperimentConfig, root, *, shuffle: bool = False) -> tuple[UCF101, UCF101]:
     "Train and validation sets of UCF101 under `cfg.protocol` (frames shuffled if asked)."
-    tf = lambda train: Compose(video_transform(train=train, size=cfg.size, crop=cfg.crop), ShuffleFrames() if shuffle else None)
+    tf = lambda train: Compose(video_transform(train=train, size=cfg.size, crop=cfg.crop, uint8=cfg.uint8_clips),
+                               ShuffleFrames() if shuffle else None)
     kw = dict(protocol=cfg.protocol, fold=cfg.fold, seed=cfg.data_seed, num_frames=cfg.frames, memory_cache=memory_for(cfg, root))
     train = UCF101(root, split="train", transform=tf(True), **kw)
     val = UCF101(root, split="val", transform=tf(False), clips_per_video=EXPERIMENT_PRESETS[cfg.preset]["val_clips"],
@@ -196,9 +198,9 @@ def rldd_sets(cfg: ExperimentConfig, root, *, new_label: int) -> tuple[RLDD, RLD
     "Drowsy clips of UTA-RLDD, split by subject, labelled `new_label`, shaped like the UCF101 clips."
     c = cfg.crop
     size = cfg.image_size if c is None else (c, round(c * 4 / 3))
-    tf = Compose(CenterCrop(c), Normalize()) if c is not None else None
+    tf = Compose(CenterCrop(c) if c is not None else None, None if cfg.uint8_clips else Normalize())
     kw = dict(task="drowsy", label_map={10: new_label}, num_frames=cfg.frames, step=EXPERIMENT_PRESETS[cfg.preset]["rldd_step"],
-              size=size, transform=tf, seed=cfg.data_seed)
+              size=size, transform=tf, seed=cfg.data_seed, uint8=cfg.uint8_clips)
     return RLDD(root, split="train", **kw), RLDD(root, split="test", max_clips=8, **kw)
 
 def run_table2(cfg: ExperimentConfig, pretrained, *, ucf_root=None, rldd_root=None) -> dict:
@@ -207,7 +209,8 @@ def run_table2(cfg: ExperimentConfig, pretrained, *, ucf_root=None, rldd_root=No
     ucf_root, rldd_root = Path(ucf_root or roots[0]), Path(rldd_root or roots[1])
     train, _ = ucf_splits(cfg, ucf_root)
     kw = dict(protocol=cfg.protocol, fold=cfg.fold, seed=cfg.data_seed, num_frames=cfg.frames, memory_cache=memory_for(cfg, ucf_root))
-    val_old = UCF101(ucf_root, split="val", transform=video_transform(train=False, size=cfg.size, crop=cfg.crop), **kw)
+    val_old = UCF101(ucf_root, split="val", transform=video_transform(train=False, size=cfg.size, crop=cfg.crop,
+                                                                      uint8=cfg.uint8_clips), **kw)
     K = len(train.classes)
     new_train, new_val = rldd_sets(cfg, rldd_root, new_label=K)
     per_class = cfg.per_class or max(1, round(len(train) / K))   # the paper's footnote: UCF101's mean per class
@@ -394,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-workers", type=int, default=4)
     e.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     e.add_argument("--compile", action="store_true")
+    e.add_argument("--uint8-clips", action="store_true", help="loaders hand over uint8 clips, normalised on the device (faster on a GPU)")
     e.add_argument("--no-nonlocal", action="store_true", help="skip the Non-local ResNet-50")
     e.add_argument("--no-shuffled", action="store_true", help="skip the frame-shuffled ViViT baseline")
     e.add_argument("--threads", type=int, help="torch CPU threads")
@@ -435,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                                    batch_size=a.batch_size, lr=a.lr, finetune_lr=a.finetune_lr, frames=a.frames, crop=a.crop, per_class=a.per_class,
                                    max_train_batches=a.max_train_batches, seeds=a.seeds, finetune_seeds=a.finetune_seeds,
                                    num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
-                                   shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out)
+                                   shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out,
+                                   uint8_clips=a.uint8_clips)
         run_experiments(cfg)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"vivit-edu: error: {err}", file=sys.stderr); return 2

@@ -395,6 +395,7 @@ class RLDD(VideoClips):
                  label_map:dict|None=None, # state (0, 5, 10) -> label; default from the task
                  size:tuple|None=(240, 320), # resize frames to (H, W) before `transform`; None keeps them
                  transform=None, # float (C, T, H, W) -> float; default: Normalize
+                 uint8:bool=False, # clips stay uint8 (resized, then `transform`; default: nothing), normalised on the device
                  return_video_id:bool=False, index_cache=True, workers:int=4):
         if task not in RLDD_TASKS: raise ValueError(f"task must be one of {list(RLDD_TASKS)}, got {task!r}")
         if split not in ("train", "test", "all"): raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
@@ -421,14 +422,14 @@ class RLDD(VideoClips):
         self.sampler = ConsecutiveSampler(num_frames, step=step)
         self.stride, self.max_clips = stride or self.sampler.span(), max_clips
         self.size = size
-        super().__init__(records, self.state_names, sampler=self.sampler, transform=transform or Normalize(),
+        super().__init__(records, self.state_names, sampler=self.sampler, transform=transform if transform is not None or uint8 else Normalize(),
                          return_video_id=return_video_id)
         self.items = []                                                        # (video index, start frame)
         for v, r in enumerate(self.records):
             starts = windows(r.num_frames, self.sampler.span(), self.stride)
             if max_clips and len(starts) > max_clips: starts = [starts[i] for i in np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
             self.items += [(v, s0) for s0 in starts]
-        self.to_float, self.resize = ToFloat(), Resize(tuple(size)) if size else None
+        self.to_float, self.resize = ToUint8() if uint8 else ToFloat(), Resize(tuple(size)) if size else None
         self.transform = Compose(self.to_float, self.resize, self.transform)
     def __len__(self): return len(self.items)
     @property
