@@ -328,8 +328,8 @@ def train_main(a: argparse.Namespace) -> History:
 # %% ../nbs/14_cli.ipynb #ec1feb05
 def _check_owner(path: Path, run_dir: Path, spec: RunSpec):
     "Refuse weights that belong to another run folder whose classes or clip format differ from `spec`'s."
-    cands = [path] if path.is_dir() else []
-    cands += [path.parent] if path.is_dir() else [path.parent.parent] if path.parent.joinpath(CKPT_STATE).exists() else []
+    if path.is_dir(): cands = [path, path.parent]                 # a run folder, or one of its checkpoint folders
+    else: cands = [path.parent.parent] if (path.parent / CKPT_STATE).exists() else []   # a weights file in a checkpoint
     owner = next((d for d in cands if (d / RUN_FILE).is_file()), None)
     if owner is None or owner.resolve() == run_dir.resolve(): return
     other = RunSpec.load(owner)

@@ -68,12 +68,18 @@ def windows(n:int, # frames in the video
 # %% ../../nbs/03_data.datasets.ipynb #eb466c2a
 KINETICS_MEAN, KINETICS_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
+def _frames(x, uint8_only=False) -> torch.Tensor:
+    "Decoded frames (NumPy or torch) as a (T, H, W, C) tensor, checked."
+    x = torch.as_tensor(np.ascontiguousarray(x))
+    if x.ndim != 4 or x.shape[-1] not in (1, 3) or (uint8_only and x.dtype != torch.uint8):
+        raise ValueError(f"expected uint8 frames (T, H, W, C), got {x.dtype} of shape {tuple(x.shape)}")
+    return x
+
 class ToFloat:
     "uint8 frames (T, H, W, C) (NumPy or torch) -> float32 clip (C, T, H, W) in [0, 1]; float clips pass through."
     def __call__(self, x):
         if isinstance(x, torch.Tensor) and x.is_floating_point(): return x
-        x = torch.as_tensor(np.ascontiguousarray(x))
-        if x.ndim != 4 or x.shape[-1] not in (1, 3): raise ValueError(f"expected uint8 frames (T, H, W, C), got shape {tuple(x.shape)}")
+        x = _frames(x)
         # one pass converts and reorders into a contiguous (C, T, H, W) block: `permute(...).float()` would keep the
         # (T, H, W, C) memory order, and every later step (and the DataLoader's batching) would pay for the strides
         out = torch.empty(x.permute(3, 0, 1, 2).shape, dtype=torch.float32)
@@ -81,11 +87,7 @@ class ToFloat:
 
 class ToUint8:
     "uint8 frames (T, H, W, C) -> uint8 clip (C, T, H, W), contiguous: a quarter of the float clip's bytes (see below)."
-    def __call__(self, x):
-        x = torch.as_tensor(np.ascontiguousarray(x))
-        if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 frames (T, H, W, C), got {x.dtype} of shape {tuple(x.shape)}")
-        return x.permute(3, 0, 1, 2).contiguous()                              # (C, T, H, W)
+    def __call__(self, x): return _frames(x, uint8_only=True).permute(3, 0, 1, 2).contiguous()  # (C, T, H, W)
 
 class Resize:
     "Resize every frame: an int sets the short side (aspect kept), (H, W) sets both. uint8 clips stay uint8 (rounded)."
