@@ -17,6 +17,7 @@ from .models.vivit import (vivit, vivit_config, ViViTConfig, VIVIT_PRESETS, VIVI
                            FactorisedEncoderViViT, FactorisedSelfAttentionViViT, FactorisedDotProductViViT,
                            from_vit_pytorch, load_vit_pytorch_state_dict, from_hf_vivit, load_hf_vivit_state_dict)
 from .models.resnet_nl import nl_resnet50, NonLocalResNet
+from .pretrained import ImageViT, read_image_vit, load_image_vit, vivit_from_image
 from .train import TrainConfig, Trainer, fit, evaluate, load_weights, save_weights, History, EvalResult
 from .finetune import (FineTuneCase, CASES, apply_case, case_table, recommend_case, grow_head, mix_with_rehearsal,
                        RehearsalDataset, finetune_report, trainable_parameters)
