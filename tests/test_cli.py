@@ -186,7 +186,7 @@ def test_corrupt_video_is_named_and_skipped(folder, tmp_path):
                         "--out-dir", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300,
                        env={**env(), "PYTHONWARNINGS": "default"})
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "skipping" in p.stderr and "broken.avi" in p.stderr, p.stderr[-3000:]
+    assert f"vivit-edu: warning: skipped {data / 'ZoomIn' / 'broken.avi'}: " in p.stderr, p.stderr[-3000:]
     assert "vivit-edu train: 18 training / 6 validation clips, 3 classes" in p.stdout      # the 24 good videos
 
 
@@ -303,3 +303,62 @@ def test_uint8_clips_match_float_clips(folder, tmp_path):
     assert spec == spec8 and tuple(spec.size) == (48, 64)
     assert h["train_loss"] == h8["train_loss"] and h["val_loss"] == h8["val_loss"]
     assert max_diff(w, w8) == 0
+
+
+def test_data_out_must_be_a_folder(tmp_path, capsys):
+    "`vivit-edu data --out FILE` names the file and says a folder is wanted (it was a bare `[Errno 17] File exists`)."
+    from vivit_edu.experiments import main
+    f = tmp_path / "notes.txt"; f.write_text("not a folder")
+    assert main(["data", "--out", str(f)]) == 2
+    assert f"vivit-edu: error: --out {f}: a file, not a folder; vivit-edu data writes ucf101/ and rldd/ into a folder" in capsys.readouterr().err
+    assert main(["data", "--out", str(f / "sub")]) == 2                     # was a NotADirectoryError traceback
+    assert f"--out {f / 'sub'}: {f} is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir(); (tmp_path / "mine" / "ucf101").write_text("")
+    assert main(["data", "--out", str(tmp_path / "mine")]) == 2              # was a NotADirectoryError traceback
+    assert f"{tmp_path / 'mine' / 'ucf101'} is a file, but vivit-edu data writes the folder ucf101/ there" in capsys.readouterr().err
+
+
+def test_skipped_video_is_one_plain_line(folder, tmp_path):
+    """From the command line a skipped video is one line naming the file and the problem, not Python's
+    `file:line: BadVideoWarning:` plus a source line; library code still gets the BadVideoWarning."""
+    import shutil
+    from vivit_edu.data.datasets import VideoFolder, BadVideoWarning
+    data = tmp_path / "clips"; shutil.copytree(folder / "FadeIn", data / "FadeIn")
+    bad = data / "Broken" / "a.avi"; bad.parent.mkdir(); bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video")
+    p = subprocess.run(train_cmd(data, tmp_path / "run"), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**env(), "PYTHONWARNINGS": "default"})
+    assert p.returncode == 2, p.stderr[-3000:]                              # refused: Broken/ has no usable video
+    lines = p.stderr.splitlines()
+    assert f"vivit-edu: warning: skipped {bad}: has no video stream (audio-only or data file)" in lines, p.stderr
+    assert "BadVideoWarning" not in p.stderr and "VideoFolder(" not in p.stderr, p.stderr    # no Python prefix, no source line
+    with pytest.warns(BadVideoWarning, match="a.avi") as rec:
+        VideoFolder(data, num_frames=8)
+    assert [(w.message.path, w.message.why) for w in rec] == [(str(bad), "has no video stream (audio-only or data file)")]
+
+
+def test_resume_on_another_data_folder_warns(folder, tmp_path, capsys):
+    "run.json records the data folder; --resume from another one (same classes) goes on with a warning naming both."
+    import shutil
+    from vivit_edu.experiments import main
+    out = tmp_path / "run"
+    args = lambda data: train_cmd(data, out, "--resume")[3:]                 # in this process: `vivit-edu train ...`
+    assert main(args(folder)) == 0
+    assert json.loads((out / "run.json").read_text())["data"] == {"train": str(folder.resolve()), "val": None}
+    assert main(args(folder)) == 0 and "warning" not in capsys.readouterr().err     # the same folder: nothing new
+    moved = shutil.copytree(folder, tmp_path / "moved")
+    assert main(args(moved)) == 0                                            # 1 epoch done already: nothing to train
+    err = capsys.readouterr().err
+    assert (f"vivit-edu: warning: resuming {out} on other data than it was trained on: data folder {folder.resolve()} -> "
+            f"{moved.resolve()} (same class names, so training goes on; {out / 'run.json'} now names the new folder)") in err, err
+    assert json.loads((out / "run.json").read_text())["data"]["train"] == str(moved.resolve())
+    assert main(args(moved)) == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_torchrun_resume_on_another_data_folder_warns_once(folder, tmp_path):
+    "Under torchrun only rank 0 prints the moved-data warning."
+    import shutil
+    from vivit_edu.experiments import main
+    out, moved = tmp_path / "run", shutil.copytree(folder, tmp_path / "moved")
+    assert main(train_cmd(folder, out)[3:]) == 0
+    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *train_cmd(moved, out, "--resume")[1:]])
+    assert p.stderr.count("on other data than it was trained on") == 1, p.stderr[-3000:]

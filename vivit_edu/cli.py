@@ -47,6 +47,7 @@ class RunSpec:
     size: int | tuple = (32, 32) # resize: (H, W), or the short side (then `crop` is needed)
     crop: int | None = None # square crop after resizing (random in training, centre otherwise); None: no crop
     finetune: dict = field(default_factory=dict) # how training started: {"init": weights it started from, "case": ...}
+    data: dict = field(default_factory=dict) # the folders it trains on: {"train": ..., "val": ... or None}, absolute paths
 
     def __post_init__(self):
         if self.model not in MODEL_KINDS: raise ValueError(f"RunSpec.model={self.model!r}: use one of {MODEL_KINDS}")
@@ -253,18 +254,25 @@ def spec_from_args(a: argparse.Namespace, classes: Sequence[str] = ()) -> RunSpe
         raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
     if a.case and not a.init: raise ValueError("--case freezes layers of a pretrained model: give --init (the weights to fine-tune)")
     ft = dict(init=str(Path(a.init).resolve()), case=a.case or "case1") if a.init else {}
+    data = dict(train=str(Path(a.data).resolve()), val=str(Path(a.val).resolve()) if a.val else None)
     if a.crop and not a.size: raise ValueError("--crop needs --size (what the frames are resized to before cropping)")
     frames, size = preset_input(a.model, a.preset)
     return RunSpec(model=a.model, preset=a.preset, options=opts, classes=list(classes), frames=a.frames or frames,
-                   size=_size(a.size) if a.size else size, crop=a.crop, finetune=ft)
+                   size=_size(a.size) if a.size else size, crop=a.crop, finetune=ft, data=data)
 
-def _check_resume(out: Path, spec: RunSpec):
-    "Refuse to resume a run folder whose run.json describes another model or clip format."
-    if not (out / RUN_FILE).exists(): return
+def _check_resume(out: Path, spec: RunSpec) -> str:
+    "Refuse to resume a run folder whose run.json describes another model or clip format; warn ('' if not) if its data folders moved."
+    if not (out / RUN_FILE).exists(): return ""
     old = RunSpec.load(out)
-    diff = {k: (getattr(old, k), getattr(spec, k)) for k in asdict(spec) if getattr(old, k) != getattr(spec, k)}
+    diff = {k: (getattr(old, k), getattr(spec, k)) for k in asdict(spec) if k != "data" and getattr(old, k) != getattr(spec, k)}
     if diff: raise ValueError(f"{out / RUN_FILE}: cannot resume with another model or clip format: " +
                               ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+    names, held_out = dict(train="data folder", val="validation folder"), "none (held out of the data folder)"
+    moved = [f"{what} {old.data.get(k) or held_out} -> {spec.data.get(k) or held_out}" for k, what in names.items()
+             if old.data and old.data.get(k) != spec.data.get(k)]      # no old.data: a run.json that predates the field
+    if not moved: return ""
+    return (f"vivit-edu: warning: resuming {out} on other data than it was trained on: {'; '.join(moved)} (same class "
+            f"names, so training goes on; {out / RUN_FILE} now names the new folder)")
 
 def _check_resumable(out: Path):
     "Before any work: --resume must be able to read OUT_DIR's run.json and its last checkpoint, else fail naming the file."
@@ -300,8 +308,9 @@ def train_main(a: argparse.Namespace) -> History:
         finally:
             if info.rank == 0: barrier()
         spec.classes = list(classes)
-        if a.resume: _check_resume(out, spec)
+        moved = _check_resume(out, spec) if a.resume else ""
         if is_main_process():
+            if moved: print(moved, file=sys.stderr, flush=True)
             spec.save(out)
             print(f"vivit-edu train: {len(train_ds)} training / {len(val_ds)} validation clips, {len(classes)} classes; "
                   f"{spec.model} ({spec.preset}); {info.world_size} process(es), backend {info.backend or 'none'}, "

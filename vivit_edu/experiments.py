@@ -6,7 +6,8 @@ Docs: https://vivit-edu.github.io/vivit_edu/experiments.html.md"""
 
 # %% ../nbs/12_experiments.ipynb #6dd8d4fe
 from __future__ import annotations
-import argparse, copy, csv, json, math, statistics, sys, time
+import argparse, copy, csv, json, math, statistics, sys, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from torch.utils.data import ConcatDataset
 
 from .core import count_parameters, format_count, get_device
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd
-from .data.datasets import UCF101, RLDD, video_transform, Compose, CenterCrop, Normalize
+from .data.datasets import UCF101, RLDD, BadVideoWarning, video_transform, Compose, CenterCrop, Normalize
 from .models.vivit import vivit
 from .models.resnet_nl import nl_resnet50
 from .train import TrainConfig, is_main_process
@@ -409,9 +410,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("predict", add_help=False, help="sliding-window predictions on a video (vivit-edu predict --help)")
     return p
 
+@contextmanager
+def _plain_warnings():
+    "While the command runs a skipped video is one line, `vivit-edu: warning: skipped FILE: REASON`; other warnings keep Python's format."
+    python_format = warnings.formatwarning
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, BadVideoWarning) and getattr(message, "path", ""):
+            return f"vivit-edu: warning: skipped {message.path}: {message.why}\n"
+        return python_format(message, category, filename, lineno, line)
+    warnings.formatwarning = format_warning
+    try: yield
+    finally: warnings.formatwarning = python_format
+
+def _check_data_out(base: Path):
+    "`vivit-edu data --out`: a folder, new or existing (ucf101/ and rldd/ are written into it), not a file."
+    have = next(p for p in (base, *base.parents) if p.exists())          # the part of the path already there
+    if not have.is_dir():
+        raise FileExistsError(f"--out {base}: {'a file' if have == base else f'{have} is a file'}, not a folder; vivit-edu data "
+                              "writes ucf101/ and rldd/ into a folder, new or existing (datasets it wrote there before are reused)")
+    for sub in ("ucf101", "rldd"):
+        if (base / sub).exists() and not (base / sub).is_dir():
+            raise FileExistsError(f"--out {base}: {base / sub} is a file, but vivit-edu data writes the folder {sub}/ there; "
+                                  "move the file or choose another --out")
+
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `vivit-edu` command (every subcommand also runs under torchrun: `torchrun ... -m vivit_edu ...`)."
-    argv = sys.argv[1:] if argv is None else list(argv)
+    with _plain_warnings(): return _main(sys.argv[1:] if argv is None else list(argv))
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["predict"]:                          # its own parser: `python -m vivit_edu.inference`
         from vivit_edu.inference import main as predict_main
         predict_main(argv[1:], prog="vivit-edu predict"); return 0
@@ -420,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "data":
             base = Path(a.out) if a.out else None
+            if base is not None: _check_data_out(base)
             ucf = make_embedded_dataset(None if base is None else base / "ucf101")
             rldd = make_embedded_rldd(None if base is None else base / "rldd")
             print(f"UCF101 layout: {ucf}\nUTA-RLDD layout: {rldd}")

@@ -167,6 +167,8 @@ _log = logging.getLogger("vivit_edu.data")
 
 class BadVideoWarning(UserWarning):
     "A video left out of a dataset because it cannot be used; the message names the file and the problem."
+    def __init__(self, message:str, path:str="", why:str=""):
+        super().__init__(message); self.path, self.why = str(path), why   # apart, for a command line's own wording
 
 def _probe(path:str) -> dict:
     try: return dict(info=asdict(probe_video(path)))
@@ -202,7 +204,7 @@ def default_index_cache(root) -> Path:
 def report_skipped(what:str, skipped:list[tuple[str, str]]):
     "Warn once per skipped file, naming it and the problem."
     for path, why in skipped:
-        warnings.warn(f"{what}: skipping {path}: {why}", BadVideoWarning, stacklevel=3)
+        warnings.warn(BadVideoWarning(f"{what}: skipping {path}: {why}", path, why), stacklevel=3)
         _log.info("%s: skipping %s: %s", what, path, why)
 
 # %% ../../nbs/03_data.datasets.ipynb #7c1d176d
@@ -251,7 +253,8 @@ class VideoClips(Dataset):
             except Exception as e:                                          # changed since indexing: report, use the next video
                 if rec.path not in self._failed:
                     self._failed.add(rec.path)
-                    warnings.warn(f"{type(self).__name__}: {rec.path} failed after indexing ({e}); using another video", BadVideoWarning)
+                    why = f"failed after indexing ({e}); using another video"
+                    warnings.warn(BadVideoWarning(f"{type(self).__name__}: {rec.path} {why}", rec.path, why))
                 continue
             x = self.transform(frames)                                     # (C, T, H, W)
             return (x, rec.label, v) if self.return_video_id else (x, rec.label)
