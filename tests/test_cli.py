@@ -362,3 +362,42 @@ def test_torchrun_resume_on_another_data_folder_warns_once(folder, tmp_path):
     assert main(train_cmd(folder, out)[3:]) == 0
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *train_cmd(moved, out, "--resume")[1:]])
     assert p.stderr.count("on other data than it was trained on") == 1, p.stderr[-3000:]
+
+
+def test_image_weights_case3_under_torchrun(folder, tmp_path):
+    """--image-weights from a timm model folder, case 3 (temporal transformer + head train), under torchrun with 2
+    processes: the image layers are exactly the image model's after training, the new ones moved, predict needs only
+    the run folder."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+    from vivit_edu.pretrained import read_image_vit
+    torch.manual_seed(0)
+    tm = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2, embed_dim=128,
+                           num_heads=2, num_classes=0)
+    (tmp_path / "vit").mkdir(); save_file(tm.state_dict(), tmp_path / "vit" / "model.safetensors")
+    out = tmp_path / "run"
+    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vivit_edu", "train",
+             str(folder), "--image-weights", str(tmp_path / "vit"), "--case", "case3", "--epochs", "2", "--batch-size", "6",
+             "--no-augment", "--num-workers", "0", "--device", "cpu", "--quiet", "--out-dir", str(out)])
+    assert p.stdout.count("initialised from the image model") == 1, p.stdout          # rank 0 says it once
+    h, w, spec = result(out)
+    assert spec.finetune["case"] == "case3" and spec.options["dim"] == 128 and len(h) == 2
+    img = read_image_vit(tmp_path / "vit")
+    for k, v in img.blocks[1].items(): assert torch.equal(w[f"spatial.blocks.1.{k}"], v), k     # frozen: still the image model's
+    assert torch.equal(w["spatial.norm.weight"], img.norm["weight"])
+    torch.manual_seed(0)
+    from vivit_edu.cli import RunSpec
+    fresh = RunSpec.load(out).build().state_dict()                                     # same seed, same initial new layers
+    assert not torch.equal(w["temporal.blocks.0.attn.qkv.weight"], fresh["temporal.blocks.0.attn.qkv.weight"])   # trained
+    (tmp_path / "vit" / "model.safetensors").unlink()
+    video = next(iter(sorted(Path(folder).rglob("*.avi")) or sorted(Path(folder).rglob("*.mp4"))))
+    q = run([sys.executable, "-m", "vivit_edu", "predict", str(video), "--run", str(out), "--device", "cpu"])
+    assert any(c in q.stdout for c in spec.classes), q.stdout
+
+
+def test_image_weights_refused_by_name(folder, tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "not_a_vit.pth")
+    p = run([sys.executable, "-m", "vivit_edu", "train", str(folder), "--image-weights", str(tmp_path / "not_a_vit.pth"),
+             "--out-dir", str(tmp_path / "run")], check=False)
+    assert p.returncode != 0 and "not_a_vit.pth: not a ViT state dict" in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()                                              # refused before writing anything

@@ -22,7 +22,8 @@ from .distributed import init_distributed, fit_distributed, cleanup_distributed,
 
 # %% auto #0
 __all__ = ['RUN_FILE', 'MODEL_KINDS', 'RunSpec', 'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder',
-           'add_train_arguments', 'preset_input', 'spec_from_args', 'train_main', 'load_run', 'init_from']
+           'add_train_arguments', 'preset_input', 'spec_from_args', 'train_main', 'load_run', 'init_from',
+           'image_model_options', 'init_from_image']
 
 # %% ../nbs/14_cli.ipynb #3a88b938
 RUN_FILE = "run.json"
@@ -224,7 +225,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="no random frames or crops (exactly repeatable clips)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips (only if mirroring keeps the label)")
     p.add_argument("--init", help="fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file")
-    p.add_argument("--case", choices=list(CASES), help="fine-tune: which layers train (the paper's cases; default case1, all)")
+    p.add_argument("--image-weights", help="start from an image model's weights (file or model folder): a ViT for vivit "
+                   "(torchvision, timm, transformers, Google .npz; lesson 17), a torchvision ResNet-50 for nonlocal")
+    p.add_argument("--embed-init", default="central", choices=["central", "average"],
+                   help="vivit with --image-weights: tubelet kernel from the patch kernel (lesson 17)")
+    p.add_argument("--case", choices=list(CASES), help="with --init or --image-weights: which layers train (the paper's cases; default case1, all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available; under torchrun: the LOCAL_RANK GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -252,8 +257,15 @@ def spec_from_args(a: argparse.Namespace, classes: Sequence[str] = ()) -> RunSpe
     if a.temporal_pos: opts["temporal_pos"] = True
     if a.model == "nonlocal" and (a.pool or a.temporal_pos):
         raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
-    if a.case and not a.init: raise ValueError("--case freezes layers of a pretrained model: give --init (the weights to fine-tune)")
+    if a.image_weights and a.init:
+        raise ValueError("--image-weights and --init both give the starting weights: use --init to go on from a video run, "
+                         "--image-weights to start from an image model")
+    if a.case and not (a.init or a.image_weights):
+        raise ValueError("--case freezes layers of a pretrained model: give --init (a video run) or --image-weights (an image model)")
     ft = dict(init=str(Path(a.init).resolve()), case=a.case or "case1") if a.init else {}
+    if a.image_weights:                                               # read now: a wrong file fails before any indexing
+        ft = dict(image_weights=str(Path(a.image_weights).expanduser().resolve()), embed_init=a.embed_init, case=a.case or "case1")
+        opts |= image_model_options(a.model, ft["image_weights"])
     data = dict(train=str(Path(a.data).resolve()), val=str(Path(a.val).resolve()) if a.val else None)
     if a.crop and not a.size: raise ValueError("--crop needs --size (what the frames are resized to before cropping)")
     frames, size = preset_input(a.model, a.preset)
@@ -316,6 +328,10 @@ def train_main(a: argparse.Namespace) -> History:
                   f"{spec.model} ({spec.preset}); {info.world_size} process(es), backend {info.backend or 'none'}, "
                   f"device {info.device}", flush=True)
         torch.manual_seed(a.seed); model = spec.build()              # the seed fixes the initial weights
+        if spec.finetune.get("image_weights"):
+            msg = init_from_image(model, spec) if not a.resume else "resuming: the weights come from the checkpoint"
+            rep = apply_case(model, spec.finetune["case"])           # e.g. case3: the image layers stay frozen
+            if is_main_process(): print(f"{msg}\n{rep}", flush=True)
         if a.init:
             msg = init_from(model, spec, a.init)
             rep = apply_case(model, spec.finetune["case"])
@@ -420,3 +436,45 @@ def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
     fresh = [c for c in spec.classes if c not in carried]
     return (f"initialised from {path}: {len(target) - len(head)} tensors; classifier rows kept for {len(carried)} "
             f"class(es) ({', '.join(carried) or 'none'}), new for {len(fresh)} ({', '.join(fresh) or 'none'})")
+
+# %% ../nbs/14_cli.ipynb #a36fc0da
+def image_model_options(model: str, # "vivit" or "nonlocal"
+                        path, # the image model's weights file or folder
+                       ) -> dict:
+    "Builder options that make the run's model fit an image model (ViT for vivit); for nonlocal, check the file is a ResNet."
+    if model == "vivit":
+        from vivit_edu.pretrained import read_image_vit, image_vit_options
+        return image_vit_options(read_image_vit(path))
+    _resnet_state_dict(path)                                         # only checked: the ResNet's shape is the preset's
+    return {}
+
+def _resnet_state_dict(path) -> dict:
+    "A torchvision ResNet-50 state dict from `path`, or an error naming the file."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
+    try: sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e: raise ValueError(f"{path}: can't read weights ({type(e).__name__}: {e})") from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict): sd = sd["state_dict"]
+    if not isinstance(sd, dict) or "layer1.0.conv1.weight" not in sd or "conv1.weight" not in sd:
+        raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight): "
+                         "--model nonlocal takes ResNet-50 weights such as torchvision's resnet50-*.pth")
+    return sd
+
+def init_from_image(model: nn.Module, # freshly built for `spec` (changed in place)
+                    spec: RunSpec, # with finetune={"image_weights": path, "embed_init": ...}
+                   ) -> str:
+    "Load the image model named in `spec.finetune` into `model`; return a line saying what was loaded and what starts new."
+    path = spec.finetune["image_weights"]
+    if spec.model == "vivit":
+        from vivit_edu.pretrained import load_image_vit
+        rep = load_image_vit(model, path, embed_init=spec.finetune.get("embed_init", "central"))
+        n = sum(model.get_parameter(k).numel() for k in rep["loaded"])
+        new = sorted({k.split(".")[0] for k in rep["new"]})
+    else:
+        from vivit_edu.models.resnet_nl import load_resnet2d
+        left = load_resnet2d(model, _resnet_state_dict(path))
+        if "conv1.weight" in left: raise ValueError(f"{path}: its ResNet weights do not fit this model (conv1 differs)")
+        n = sum(v.numel() for k, v in model.named_parameters() if k not in left)     # parameters, not BN statistics
+        new = sorted({k.split(".")[0] if k.startswith("fc.") else ".".join(k.split(".")[:2]) for k in left
+                      if not k.endswith("num_batches_tracked")})
+    return f"initialised from the image model {path}: {n:,} of {count_parameters(model):,} parameters; new: {', '.join(new)}"
