@@ -401,3 +401,15 @@ def test_image_weights_refused_by_name(folder, tmp_path):
              "--out-dir", str(tmp_path / "run")], check=False)
     assert p.returncode != 0 and "not_a_vit.pth: not a ViT state dict" in p.stderr, p.stderr
     assert not (tmp_path / "run").exists()                                              # refused before writing anything
+
+
+def test_torchrun_skipped_video_is_said_once(folder, tmp_path):
+    "Under torchrun every rank reads the folder, but a skipped video is reported once (by rank 0)."
+    import shutil
+    data = tmp_path / "clips"; shutil.copytree(folder, data)
+    bad = data / "ZoomIn" / "broken.avi"; bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI not really a video")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vivit_edu",
+                        "train", str(data), *COMMON, "--epochs", "1", "--out-dir", str(tmp_path / "run")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env={**env(), "PYTHONWARNINGS": "default"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count(f"vivit-edu: warning: skipped {bad}: ") == 1, p.stderr[-3000:]

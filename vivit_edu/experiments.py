@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/experiments.html.md"""
 
 # %% ../nbs/12_experiments.ipynb #6dd8d4fe
 from __future__ import annotations
-import argparse, copy, csv, json, math, statistics, sys, time, warnings
+import argparse, copy, csv, json, math, os, statistics, sys, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
@@ -416,6 +416,7 @@ def _plain_warnings():
     python_format = warnings.formatwarning
     def format_warning(message, category, filename, lineno, line=None):
         if issubclass(category, BadVideoWarning) and getattr(message, "path", ""):
+            if int(os.environ.get("RANK", "0")) != 0: return ""     # under torchrun every rank reads the folder: rank 0 tells
             return f"vivit-edu: warning: skipped {message.path}: {message.why}\n"
         return python_format(message, category, filename, lineno, line)
     warnings.formatwarning = format_warning
