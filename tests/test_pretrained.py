@@ -69,7 +69,10 @@ def test_google_npz_matches_timms_own_reader(tmp_path):
     from timm.models.vision_transformer import _load_weights
     _load_weights(ref, str(tmp_path / "ViT-tiny.npz")); ref.eval()
     img = read_image_vit(tmp_path / "ViT-tiny.npz")
-    assert (img.heads, img.gelu) == (3, "tanh")                     # the .npz says its heads; Flax's GELU is the tanh one
+    assert img.source.startswith("vit_jax") and (img.heads, img.gelu) == (3, "tanh")   # the .npz says its heads; Flax's GELU is tanh
+    np.savez(tmp_path / "train_state.npz", **{"opt/target/" + k: v for k, v in z.items()})   # as a training checkpoint stores it
+    again = read_image_vit(tmp_path / "train_state.npz")
+    assert all(torch.equal(again.blocks[1][k], v) for k, v in img.blocks[1].items()) and torch.equal(again.pos, img.pos)
     with pytest.warns(UserWarning, match="gelu"):                   # timm computes the exact GELU: build ours the same
         m = vivit_from_image(img, frames=4, num_classes=3, gelu="none").eval()
     with torch.no_grad():

@@ -65,19 +65,19 @@ _FORMATS = {
                             qkv=tuple(f"attention.attention.{n}" for n in ("query", "key", "value")), proj="attention.output.dense",
                             norm2="layernorm_after", fc1="intermediate.dense", fc2="output.dense", cls="embeddings.cls_token",
                             pos="embeddings.position_embeddings", patch="embeddings.patch_embeddings.projection", norm="layernorm"),
-    "big_vision": dict(layer="Transformer/encoderblock_{i}/", norm1="LayerNorm_0",
+    "vit_jax": dict(layer="Transformer/encoderblock_{i}/", norm1="LayerNorm_0",
                        qkv=tuple(f"MultiHeadDotProductAttention_1/{n}" for n in ("query", "key", "value")),
                        proj="MultiHeadDotProductAttention_1/out", norm2="LayerNorm_2", fc1="MlpBlock_3/Dense_0", fc2="MlpBlock_3/Dense_1",
                        cls="cls", pos="Transformer/posembed_input/pos_embedding", patch="embedding", norm="Transformer/encoder_norm"),
 }
-_SIGNATURE = {"torchvision": "conv_proj.weight", "timm": "patch_embed.proj.weight", "big_vision": "embedding/kernel",
+_SIGNATURE = {"torchvision": "conv_proj.weight", "timm": "patch_embed.proj.weight", "vit_jax": "embedding/kernel",
               "transformers": "layers.0.attention.q_proj.weight", "transformers-v4": "encoder.layer.0.attention.attention.query.weight"}
-_PREFIXES = ("", "module.", "vit.", "model.")
+_PREFIXES = ("", "module.", "vit.", "model.", "opt/target/")   # DDP, transformers classifiers, training checkpoints
 _IGNORED = re.compile(r"^(head|heads|classifier|pooler|pre_logits|fc_norm)[./]")   # image-classifier parts a video model replaces
 
 def _keys(fmt: str, name: str, norm: bool = False) -> tuple[str, str]:
     "The (weight, bias) keys of a layer called `name` in format `fmt`."
-    if fmt == "big_vision": return f"{name}/{'scale' if norm else 'kernel'}", f"{name}/bias"
+    if fmt == "vit_jax": return f"{name}/{'scale' if norm else 'kernel'}", f"{name}/bias"
     if name.endswith("in_proj"): return f"{name}_weight", f"{name}_bias"     # torchvision's nn.MultiheadAttention
     return f"{name}.weight", f"{name}.bias"
 
@@ -92,7 +92,7 @@ def _read_layer(sd: dict, fmt: str, i: int, used: set) -> dict[str, torch.Tensor
             wk, bk = _keys(fmt, f["layer"].format(i=i) + name, norm=ours.startswith("norm"))
             w, b = sd[wk], sd.get(bk)
             used.update((wk, bk))
-            if fmt == "big_vision" and not ours.startswith("norm"):        # Flax kernels: (in, out), heads as an axis
+            if fmt == "vit_jax" and not ours.startswith("norm"):        # Flax kernels: (in, out), heads as an axis
                 if ours == "qkv": w, b = w.flatten(1).T, b.flatten()         # (D, h, dh) -> (h*dh, D)
                 elif ours == "proj": w = w.flatten(0, 1).T                   # (h, dh, D) -> (D, h*dh)
                 else: w = w.T                                                # (in, out) -> (out, in)
@@ -159,7 +159,7 @@ def read_image_vit(src, # a path (weights file or model folder), a state dict, o
     if not blocks: raise ValueError(f"{where}: {fmt} weights without transformer layers")
     wk, bk = _keys(fmt, f["patch"])
     pw, pb = sd[wk].float(), sd[bk].float()
-    if fmt == "big_vision": pw = pw.permute(3, 2, 0, 1)                      # (ph, pw, C, D) -> (D, C, ph, pw)
+    if fmt == "vit_jax": pw = pw.permute(3, 2, 0, 1)                      # (ph, pw, C, D) -> (D, C, ph, pw)
     pos = sd[f["pos"]].float().reshape(1, -1, pw.shape[0])                   # (1, [1+] N, D)
     cls = sd[f["cls"]].float().reshape(1, 1, -1) if f["cls"] in sd else None
     used.update((wk, bk, f["pos"], f["cls"]))
@@ -172,12 +172,12 @@ def read_image_vit(src, # a path (weights file or model folder), a state dict, o
     used.update((wk, bk))
     left = [k for k in sd if k not in used and not _IGNORED.match(k)]
     if left: raise ValueError(f"{where}: weights a plain ViT does not have, which this loader would drop: {left[:5]}")
-    if fmt == "big_vision": found_heads = sd[_keys(fmt, f["layer"].format(i=0) + f["qkv"][0])[0]].shape[1]
+    if fmt == "vit_jax": found_heads = sd[_keys(fmt, f["layer"].format(i=0) + f["qkv"][0])[0]].shape[1]
     if fmt.startswith("transformers") and config.get("num_attention_heads"): found_heads = int(config["num_attention_heads"])
     if heads is not None and found_heads is not None and heads != found_heads:
         raise ValueError(f"{where}: the weights have {found_heads} attention heads, not heads={heads}")
     eps = float(config.get("layer_norm_eps", 1e-12 if fmt.startswith("transformers") else 1e-6))
-    tanh = fmt == "big_vision" or config.get("hidden_act") in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh")
+    tanh = fmt == "vit_jax" or config.get("hidden_act") in ("gelu_new", "gelu_fast", "gelu_pytorch_tanh")
     return ImageViT(source=f"{fmt} {where}", patch_weight=pw, patch_bias=pb, pos=pos, grid=(g, g), blocks=blocks, cls=cls,
                     norm=norm, heads=heads or found_heads, eps=eps, gelu="tanh" if tanh else "none")
 
