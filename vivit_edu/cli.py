@@ -450,12 +450,11 @@ def image_model_options(model: str, # "vivit" or "nonlocal"
 
 def _resnet_state_dict(path) -> dict:
     "A torchvision ResNet-50 state dict from `path`, or an error naming the file."
+    from vivit_edu.pretrained import _read_file                     # reads any weights file, naming it in errors
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path}: can't read weights ({type(e).__name__}: {e})") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict): sd = sd["state_dict"]
-    if not isinstance(sd, dict) or "layer1.0.conv1.weight" not in sd or "conv1.weight" not in sd:
+    if path.is_dir(): raise ValueError(f"{path}: a folder; --model nonlocal takes a ResNet-50 weights file")
+    sd, _ = _read_file(path)
+    if "layer1.0.conv1.weight" not in sd or "conv1.weight" not in sd:
         raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight): "
                          "--model nonlocal takes ResNet-50 weights such as torchvision's resnet50-*.pth")
     return sd
