@@ -14,11 +14,11 @@ from ..core import cache_dir
 from .video import write_video
 
 # %% auto #0
-__all__ = ['SHAPES', 'ACTIONS', 'EMBEDDED_MIN_FRAMES', 'GENERATOR_VERSION', 'RLDD_STATES', 'RLDD_EXTENSIONS', 'render_shape',
-           'Appearance', 'random_object', 'random_appearance', 'render_background', 'trajectory', 'render_clip',
-           'EmbeddedConfig', 'video_name', 'embedded_clip', 'make_embedded_dataset', 'eye_openness', 'Face',
-           'random_face', 'render_face', 'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording',
-           'make_embedded_rldd']
+__all__ = ['SHAPES', 'ACTIONS', 'DEFAULT_CLASSES', 'EMBEDDED_MIN_FRAMES', 'MOMENT_NAMES', 'GENERATOR_VERSION', 'RLDD_STATES',
+           'RLDD_EXTENSIONS', 'render_shape', 'Appearance', 'random_object', 'random_appearance', 'render_background',
+           'trajectory', 'render_frames', 'render_clip', 'EmbeddedConfig', 'video_name', 'embedded_clip',
+           'object_moments', 'embedded_frames', 'make_embedded_dataset', 'eye_openness', 'Face', 'random_face',
+           'render_face', 'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording', 'make_embedded_rldd']
 
 # %% ../../nbs/02_data.synthetic.ipynb #94786810
 SHAPES = { # unions of rectangles (u0, v0, u1, v1) in object coordinates [-1, 1]^2
@@ -84,12 +84,14 @@ def render_background(app:Appearance, H:int, W:int, phase:float=0.0) -> np.ndarr
 # %% ../../nbs/02_data.synthetic.ipynb #00d8c19f
 ACTIONS = { # class name -> (motion kind, played backwards?)
     "MoveRight": ("move", False), "MoveLeft": ("move", True),
+    "MoveDown": ("drop", False), "MoveUp": ("drop", True),
     "ZoomIn": ("zoom", False), "ZoomOut": ("zoom", True),
     "RotateClockwise": ("rotate", False), "RotateAnticlockwise": ("rotate", True),
     "FadeIn": ("fade", False), "FadeOut": ("fade", True),
 }
+DEFAULT_CLASSES = tuple(sorted(a for a, (kind, _) in ACTIONS.items() if kind != "rotate"))  # the dataset's eight classes
 
-def trajectory(kind:str, # "move", "zoom", "rotate" or "fade"
+def trajectory(kind:str, # "move", "drop", "zoom", "rotate" or "fade"
                T:int, H:int, W:int, # frames and frame size
                size:float, # object half-size in pixels
                rng:np.random.Generator,
@@ -102,29 +104,37 @@ def trajectory(kind:str, # "move", "zoom", "rotate" or "fade"
     pose = dict(cx=np.full(T, cx), cy=np.full(T, cy), scale=np.full(T, size * rng.uniform(0.9, 1.1)),
                 angle=np.full(T, rng.uniform(0, 2 * np.pi)), alpha=np.ones(T))
     if kind == "move":   pose["cx"] = lerp(rng.uniform(0.15, 0.35) * W, rng.uniform(0.65, 0.85) * W)
+    elif kind == "drop": pose["cy"] = lerp(rng.uniform(0.15, 0.35) * H, rng.uniform(0.65, 0.85) * H)
     elif kind == "zoom": pose["scale"] = lerp(size * rng.uniform(0.35, 0.55), size * rng.uniform(1.3, 1.6))
     elif kind == "rotate": pose["angle"] = pose["angle"] + lerp(0, rng.uniform(0.5, 1.5) * np.pi)
     elif kind == "fade": pose["alpha"] = lerp(0.0, 1.0)
-    else: raise ValueError(f"unknown motion kind {kind!r}; expected one of move, zoom, rotate, fade")
+    else: raise ValueError(f"unknown motion kind {kind!r}; expected one of move, drop, zoom, rotate, fade")
     return pose
 
 # %% ../../nbs/02_data.synthetic.ipynb #13a39edd
-def render_clip(action:str, # class name, a key of ACTIONS
-                app:Appearance, # the scene and the object
-                T:int, H:int, W:int, # frames and frame size
-                rng:np.random.Generator,
-                noise:float=4.0, # std of the Gaussian pixel noise (0-255 scale)
-               ) -> np.ndarray: # uint8 (T, H, W, 3)
-    "Draw one clip of `action`: the object moving over the scene."
+def render_frames(action:str, # class name, a key of ACTIONS
+                  app:Appearance, # the scene and the object
+                  T:int, H:int, W:int, # frames of the whole clip and frame size
+                  rng:np.random.Generator,
+                  noise:float=4.0, # std of the Gaussian pixel noise (0-255 scale)
+                  at=None, # indices of the frames to draw (None: all T)
+                 ) -> tuple[np.ndarray, np.ndarray]: # uint8 (t, H, W, 3) frames, float32 (t, H, W) coverage x opacity
+    "Draw frames `at` of a clip of `action` (the object moving over the scene), and where the object is in each."
     if action not in ACTIONS: raise ValueError(f"unknown action {action!r}; expected one of {sorted(ACTIONS)}")
     kind, backwards = ACTIONS[action]
     pose = trajectory(kind, T, H, W, app.size * H, rng)
     if backwards: pose = {k: v[::-1] for k, v in pose.items()}               # the same motion played backwards
+    if at is not None: pose = {k: v[np.asarray(at)] for k, v in pose.items()}
     bg = render_background(app, H, W, phase=rng.uniform(0, 2 * np.pi)) * rng.uniform(0.9, 1.1)   # (H, W, 3)
-    m = render_shape(app.shape, pose["cx"], pose["cy"], pose["scale"], pose["angle"], H, W)      # (T, H, W)
-    m = (m * pose["alpha"].astype(np.float32)[:, None, None])[..., None]                         # (T, H, W, 1)
-    frames = (1 - m) * bg + m * np.float32(app.colour) + noise * rng.standard_normal((T, H, W, 3), dtype=np.float32)
-    return np.clip(frames + 0.5, 0, 255).astype(np.uint8)                    # (T, H, W, 3)
+    m = render_shape(app.shape, pose["cx"], pose["cy"], pose["scale"], pose["angle"], H, W)      # (t, H, W)
+    m = m * pose["alpha"].astype(np.float32)[:, None, None]                                       # (t, H, W)
+    n = len(m)
+    frames = (1 - m[..., None]) * bg + m[..., None] * np.float32(app.colour) + noise * rng.standard_normal((n, H, W, 3), dtype=np.float32)
+    return np.clip(frames + 0.5, 0, 255).astype(np.uint8), m                  # (t, H, W, 3), (t, H, W)
+
+def render_clip(action:str, app:Appearance, T:int, H:int, W:int, rng:np.random.Generator, noise:float=4.0) -> np.ndarray:
+    "Draw one clip of `action`: uint8 (T, H, W, 3)."
+    return render_frames(action, app, T, H, W, rng, noise)[0]
 
 # %% ../../nbs/02_data.synthetic.ipynb #698a1b06
 EMBEDDED_MIN_FRAMES = 32  # the embedded data's analogue of the paper's "at least 150 frames"
@@ -133,7 +143,7 @@ EMBEDDED_MIN_FRAMES = 32  # the embedded data's analogue of the paper's "at leas
 class EmbeddedConfig:
     "Everything that decides the embedded UCF101-layout dataset's files."
     seed: int = 0
-    classes: tuple = tuple(sorted(ACTIONS))  # class names (alphabetical, as UCF101's classInd.txt)
+    classes: tuple = DEFAULT_CLASSES  # class names (alphabetical, as UCF101's classInd.txt)
     groups: int = 25               # groups (scenes) per class (UCF101: 25)
     clips_per_group: int = 4       # clips per group (UCF101: 4-7)
     frames: tuple = (28, 52)       # fewest and most frames per video (inclusive)
@@ -161,8 +171,38 @@ def embedded_clip(cfg:EmbeddedConfig, action:str, group:int, clip:int) -> np.nda
     T = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
     return render_clip(action, app, T, *cfg.size, rng, noise=cfg.noise)
 
+# %% ../../nbs/02_data.synthetic.ipynb #e1740e27
+MOMENT_NAMES = ("mass", "x", "y", "xx", "xy", "yy")
+
+def object_moments(w:np.ndarray, # float (..., H, W): the object's coverage times opacity, in [0, 1]
+                  ) -> np.ndarray: # float32 (..., 6): M00, M10, M01, M20, M11, M02 (see MOMENT_NAMES)
+    "Raw image moments of the object, with pixel centres mapped to [-1, 1]."
+    H, W = w.shape[-2:]
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5
+    x, y = x / W * 2 - 1, y / H * 2 - 1                                       # (H, W) each
+    return np.stack([(w * f).mean((-2, -1)) for f in (1, x, y, x * x, x * y, y * y)], -1).astype(np.float32)
+
+def embedded_frames(cfg:EmbeddedConfig, # the dataset's recipe (classes, frame size, lengths, noise, seed)
+                    n:int, # frames to draw
+                    *, first_group:int=1000, # scenes are numbered from here on: none of the dataset's groups
+                    per_scene:int=16, # frames drawn on each scene
+                   ) -> tuple[np.ndarray, np.ndarray]: # uint8 (n, H, W, 3) frames, float32 (n, 6) object moments
+    "Single frames of random clips on scenes the dataset never uses, each with its object's moments (labels for an image model)."
+    H, W = cfg.size
+    frames, moments = np.empty((n, H, W, 3), np.uint8), np.empty((n, 6), np.float32)
+    for i in range(n):
+        g, ci = first_group + i // per_scene, i % len(cfg.classes)
+        scene = random_appearance(np.random.default_rng([cfg.seed, 1, g]))
+        app = random_object(np.random.default_rng([cfg.seed, 3, ci, g, i]), scene)
+        rng = np.random.default_rng([cfg.seed, 2, ci, g, i])
+        T = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
+        t = int(np.random.default_rng([cfg.seed, 6, i]).integers(0, T))           # one frame of the clip
+        f, w = render_frames(cfg.classes[ci], app, T, H, W, rng, cfg.noise, at=[t])
+        frames[i], moments[i] = f[0], object_moments(w[0])
+    return frames, moments
+
 # %% ../../nbs/02_data.synthetic.ipynb #51728ef6
-GENERATOR_VERSION = 2  # bump when a change to the drawing code changes the frames
+GENERATOR_VERSION = 3  # bump when a change to the drawing code changes the frames
 
 def _key(kind:str, cfg) -> str:
     "A short hash of a recipe, naming the cache folder."
