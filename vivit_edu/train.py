@@ -610,8 +610,10 @@ class Trainer:
                    if k not in ("epochs", "progress", "live_plot", "num_workers", "device", "out_dir", "eval_batch_size")
                    and hasattr(self.config, k) and v != getattr(self.config, k) and not
                    (isinstance(v, (list, tuple)) and tuple(v) == tuple(getattr(self.config, k)))}
+        kept = [k for k in changed if k in ("lr", "weight_decay", "betas", "momentum")]   # live in the optimiser's state
         if changed: warnings.warn(f"resuming {folder} with a changed config: " +
-                                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+                                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()) +
+                                  (f"; kept from the checkpoint's optimiser state, not changed: {', '.join(kept)}" if kept else ""))
 
     def validate(self) -> EvalResult:
         "Metrics of the model on the validation set (`fit` calls it; a distributed trainer gathers all ranks' clips)."

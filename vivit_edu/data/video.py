@@ -120,6 +120,118 @@ def _decoded_frames(container, stream, path, threaded:bool=True, maxsize:int=16)
         if err: raise err[0]
     finally: stop.set(); th.join()
 
+# %% ../../nbs/01_data.video.ipynb #f05568e8
+_SPARSE_READERS = {}  # codec name -> reader of only the frames asked for (and what they depend on); the appendix adds "mpeg4"
+
+def _check_size(size):
+    "Validate an (H, W) target size."
+    if size is None: return None
+    if len(size) != 2 or any(int(v) != v or v <= 0 for v in size): raise ValueError(f"size must be (H, W) positive ints, got {size!r}")
+    return int(size[0]), int(size[1])
+
+def _auto_threaded() -> bool:
+    "Use a decode thread only with a spare core (by load average) and outside DataLoader worker processes."
+    try: cores = len(os.sched_getaffinity(0))
+    except AttributeError: cores = os.cpu_count() or 1
+    try: busy = os.getloadavg()[0]
+    except (AttributeError, OSError): busy = 0.0
+    if cores < 2 or busy >= cores: return False          # the load average counts this process too
+    torch = sys.modules.get("torch")
+    try: return torch is None or torch.utils.data.get_worker_info() is None
+    except AttributeError: return True
+
+def read_video(path, # video file
+               indices=None, # frame indices to return, any order, repeats allowed; None for every frame
+               size:tuple|None=None, # (H, W) to resize to while converting; None keeps the stored size
+               threaded:bool|None=None, # decode in a second thread while this one converts; None: when a core is spare
+              ) -> np.ndarray: # uint8 (T, H, W, 3) RGB
+    "Decode `path` to uint8 RGB frames (T, H, W, 3): every frame, or exactly `indices` in the order asked."
+    size = _check_size(size)
+    if indices is not None:
+        idx = np.asarray(indices).reshape(-1)
+        if idx.size == 0: raise VideoError(path, "no frame indices given")
+        if not np.issubdtype(idx.dtype, np.integer): raise VideoError(path, f"frame indices must be integers, got {idx.dtype}")
+        if idx.min() < 0: raise VideoError(path, f"negative frame index {int(idx.min())}")
+        wanted = np.unique(idx)  # sorted
+        slot, last = {int(i): k for k, i in enumerate(wanted)}, int(wanted[-1])
+    sparse = indices is not None and 2 * len(wanted) <= last + 1
+    spare = _auto_threaded() if threaded is None else threaded
+    container, stream = _open(path)
+    if sparse and (fast_read := _SPARSE_READERS.get(stream.codec_context.name)):
+        try: fast = fast_read(container, stream, slot, last, size, spare)
+        finally: container.close()
+        if fast is not None: return fast if np.array_equal(idx, wanted) else fast[np.searchsorted(wanted, idx)]
+        container, stream = _open(path)  # not sure: start again with the plain sequential read
+    try:
+        cap = len(wanted) if indices is not None else max(stream.frames, 0) + 8
+        rf, out, n = VideoReformatter(), None, 0
+        for frame in _decoded_frames(container, stream, path, spare and not (sparse and threaded is None)):
+            if out is None: out, hw = np.empty((cap, *(size or (frame.height, frame.width)), 3), np.uint8), (frame.height, frame.width)
+            elif size is None and (frame.height, frame.width) != hw:
+                raise VideoError(path, f"frame size changes at frame {n} ({frame.width}x{frame.height}); pass size=")
+            if indices is None:
+                if n == len(out): out = np.concatenate([out, np.empty_like(out)])
+                _rgb_into(frame, out[n], rf)
+            elif (k := slot.get(n)) is not None: _rgb_into(frame, out[k], rf)
+            n += 1
+            if indices is not None and n > last: break
+    finally: container.close()
+    if n == 0: raise VideoError(path, "no frames could be decoded")
+    if indices is None: return out[:n] if n > len(out) // 2 else out[:n].copy()
+    if n <= last: raise VideoError(path, f"asked for frame {last} but the video has only {n} frames")
+    return out if np.array_equal(idx, wanted) else out[np.searchsorted(wanted, idx)]
+
+# %% ../../nbs/01_data.video.ipynb #bb096a68
+def iter_frames(path, # video file
+                size:tuple|None=None, # (H, W) to resize to while converting; None keeps the stored size
+               ):
+    "Yield the frames of `path` one by one as uint8 (H, W, 3) RGB arrays."
+    size = _check_size(size)
+    container, stream = _open(path)
+    try:
+        rf, n = VideoReformatter(), 0
+        for frame in _decoded_frames(container, stream, path, threaded=False):
+            out = np.empty((*(size or (frame.height, frame.width)), 3), np.uint8)
+            _rgb_into(frame, out, rf); n += 1
+            yield out
+        if n == 0: raise VideoError(path, "no frames could be decoded")
+    finally: container.close()
+
+# %% ../../nbs/01_data.video.ipynb #5360239b
+@dataclass
+class VideoInfo:
+    "What `probe_video` learns about a video file."
+    path: str
+    num_frames: int # frames that really decode (counted, not read from the header)
+    fps: float # average frame rate
+    width: int
+    height: int
+    rotation: int # display rotation in degrees, counter-clockwise (pixels are not rotated)
+    codec: str
+    duration: float # num_frames / fps, seconds
+
+def probe_video(path, # video file
+                exact:bool=True, # count frames by decoding; False: count packets (fast, trusts the container)
+               ) -> VideoInfo:
+    "Frame count (decoded, not from the header), fps, size, rotation and codec of `path`."
+    container, stream = _open(path)
+    try:
+        n, rotation = 0, 0
+        for frame in _decode(container, stream, path):
+            if n == 0: rotation = int(round(frame.rotation or 0))
+            n += 1
+            if not exact: break
+        cc, rate = stream.codec_context, stream.average_rate or stream.guessed_rate or stream.base_rate
+    finally: container.close()
+    if n == 0: raise VideoError(path, "no frames could be decoded")
+    if not exact:
+        container, stream = _open(path)
+        try: n = _count_packets(container, stream)                  # appendix
+        except (av.FFmpegError, ValueError) as e: raise VideoError(path, f"demuxing failed ({e})") from None
+        finally: container.close()
+    fps = float(rate) if rate else 0.0
+    return VideoInfo(str(path), n, fps, cc.width, cc.height, rotation, cc.name, n / fps if fps else 0.0)
+
 # %% ../../nbs/01_data.video.ipynb #92947641
 class _Bits:
     "Read big-endian bit fields from bytes."
@@ -246,94 +358,9 @@ def _read_sparse_mpeg4(container, stream, wanted:dict, last:int, size=None, thre
         return out
     except (av.FFmpegError, ValueError): return None
 
-# %% ../../nbs/01_data.video.ipynb #f05568e8
-def _check_size(size):
-    "Validate an (H, W) target size."
-    if size is None: return None
-    if len(size) != 2 or any(int(v) != v or v <= 0 for v in size): raise ValueError(f"size must be (H, W) positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
+_SPARSE_READERS["mpeg4"] = _read_sparse_mpeg4   # read_video now uses it for MPEG-4 part 2 files
 
-def _auto_threaded() -> bool:
-    "Use a decode thread only with a spare core (by load average) and outside DataLoader worker processes."
-    try: cores = len(os.sched_getaffinity(0))
-    except AttributeError: cores = os.cpu_count() or 1
-    try: busy = os.getloadavg()[0]
-    except (AttributeError, OSError): busy = 0.0
-    if cores < 2 or busy >= cores: return False          # the load average counts this process too
-    torch = sys.modules.get("torch")
-    try: return torch is None or torch.utils.data.get_worker_info() is None
-    except AttributeError: return True
-
-def read_video(path, # video file
-               indices=None, # frame indices to return, any order, repeats allowed; None for every frame
-               size:tuple|None=None, # (H, W) to resize to while converting; None keeps the stored size
-               threaded:bool|None=None, # decode in a second thread while this one converts; None: when a core is spare
-              ) -> np.ndarray: # uint8 (T, H, W, 3) RGB
-    "Decode `path` to uint8 RGB frames (T, H, W, 3): every frame, or exactly `indices` in the order asked."
-    size = _check_size(size)
-    if indices is not None:
-        idx = np.asarray(indices).reshape(-1)
-        if idx.size == 0: raise VideoError(path, "no frame indices given")
-        if not np.issubdtype(idx.dtype, np.integer): raise VideoError(path, f"frame indices must be integers, got {idx.dtype}")
-        if idx.min() < 0: raise VideoError(path, f"negative frame index {int(idx.min())}")
-        wanted = np.unique(idx)  # sorted
-        slot, last = {int(i): k for k, i in enumerate(wanted)}, int(wanted[-1])
-    sparse = indices is not None and 2 * len(wanted) <= last + 1
-    spare = _auto_threaded() if threaded is None else threaded
-    container, stream = _open(path)
-    if sparse and stream.codec_context.name == "mpeg4":
-        try: fast = _read_sparse_mpeg4(container, stream, slot, last, size, spare)
-        finally: container.close()
-        if fast is not None: return fast if np.array_equal(idx, wanted) else fast[np.searchsorted(wanted, idx)]
-        container, stream = _open(path)  # not sure: start again with the plain sequential read
-    try:
-        cap = len(wanted) if indices is not None else max(stream.frames, 0) + 8
-        rf, out, n = VideoReformatter(), None, 0
-        for frame in _decoded_frames(container, stream, path, spare and not (sparse and threaded is None)):
-            if out is None: out, hw = np.empty((cap, *(size or (frame.height, frame.width)), 3), np.uint8), (frame.height, frame.width)
-            elif size is None and (frame.height, frame.width) != hw:
-                raise VideoError(path, f"frame size changes at frame {n} ({frame.width}x{frame.height}); pass size=")
-            if indices is None:
-                if n == len(out): out = np.concatenate([out, np.empty_like(out)])
-                _rgb_into(frame, out[n], rf)
-            elif (k := slot.get(n)) is not None: _rgb_into(frame, out[k], rf)
-            n += 1
-            if indices is not None and n > last: break
-    finally: container.close()
-    if n == 0: raise VideoError(path, "no frames could be decoded")
-    if indices is None: return out[:n] if n > len(out) // 2 else out[:n].copy()
-    if n <= last: raise VideoError(path, f"asked for frame {last} but the video has only {n} frames")
-    return out if np.array_equal(idx, wanted) else out[np.searchsorted(wanted, idx)]
-
-# %% ../../nbs/01_data.video.ipynb #bb096a68
-def iter_frames(path, # video file
-                size:tuple|None=None, # (H, W) to resize to while converting; None keeps the stored size
-               ):
-    "Yield the frames of `path` one by one as uint8 (H, W, 3) RGB arrays."
-    size = _check_size(size)
-    container, stream = _open(path)
-    try:
-        rf, n = VideoReformatter(), 0
-        for frame in _decoded_frames(container, stream, path, threaded=False):
-            out = np.empty((*(size or (frame.height, frame.width)), 3), np.uint8)
-            _rgb_into(frame, out, rf); n += 1
-            yield out
-        if n == 0: raise VideoError(path, "no frames could be decoded")
-    finally: container.close()
-
-# %% ../../nbs/01_data.video.ipynb #5360239b
-@dataclass
-class VideoInfo:
-    "What `probe_video` learns about a video file."
-    path: str
-    num_frames: int # frames that really decode (counted, not read from the header)
-    fps: float # average frame rate
-    width: int
-    height: int
-    rotation: int # display rotation in degrees, counter-clockwise (pixels are not rotated)
-    codec: str
-    duration: float # num_frames / fps, seconds
-
+# %% ../../nbs/01_data.video.ipynb #659c7053
 def _count_packets(container, stream) -> int:
     "Frames as the container lists them: one per packet (MPEG-4 part 2: per coded VOP, packed B-frames split)."
     bsf = av.bitstream.BitStreamFilterContext("mpeg4_unpack_bframes", stream) if stream.codec_context.name == "mpeg4" else None
@@ -344,24 +371,3 @@ def _count_packets(container, stream) -> int:
             n += not (bsf and time_bits and _vop_type(bytes(q), time_bits) == "N")
     return n
 
-def probe_video(path, # video file
-                exact:bool=True, # count frames by decoding; False: count packets (fast, trusts the container)
-               ) -> VideoInfo:
-    "Frame count (decoded, not from the header), fps, size, rotation and codec of `path`."
-    container, stream = _open(path)
-    try:
-        n, rotation = 0, 0
-        for frame in _decode(container, stream, path):
-            if n == 0: rotation = int(round(frame.rotation or 0))
-            n += 1
-            if not exact: break
-        cc, rate = stream.codec_context, stream.average_rate or stream.guessed_rate or stream.base_rate
-    finally: container.close()
-    if n == 0: raise VideoError(path, "no frames could be decoded")
-    if not exact:
-        container, stream = _open(path)
-        try: n = _count_packets(container, stream)
-        except (av.FFmpegError, ValueError) as e: raise VideoError(path, f"demuxing failed ({e})") from None
-        finally: container.close()
-    fps = float(rate) if rate else 0.0
-    return VideoInfo(str(path), n, fps, cc.width, cc.height, rotation, cc.name, n / fps if fps else 0.0)

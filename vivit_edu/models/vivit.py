@@ -1,4 +1,4 @@
-"""Model 1 (joint spatio-temporal attention), Model 2 (factorised encoder: the paper's), Model 3 (factorised self-attention) and Model 4 (factorised dot-product attention), with presets, the `vivit()` entry point, the paper's exact parameter count, and weight mapping from vit-pytorch and transformers.
+"""Model 1 (joint spatio-temporal attention), Model 2 (factorised encoder: the paper's), Model 3 (factorised self-attention) and Model 4 (factorised dot-product attention), with presets, the `vivit()` entry point, the paper's exact parameter count, and what each model costs in FLOPs for the paper's clip.
 
 Docs: https://vivit-edu.github.io/vivit_edu/models.vivit.html.md"""
 
@@ -20,8 +20,8 @@ from ..layers.transformer import Encoder, MLP
 __all__ = ['VARIANT_NAMES', 'VIVIT_PRESETS', 'POOLS', 'EMBEDDINGS', 'VIVIT_VARIANTS', 'ViViTConfig', 'resolve_variant',
            'vivit_config', 'ClassifierHead', 'ViViTBase', 'SpatioTemporalViViT', 'FactorisedEncoderViViT',
            'FactorisedSelfAttentionBlock', 'FactorisedSelfAttentionViViT', 'FactorisedDotProductAttention',
-           'FactorisedDotProductViViT', 'vivit', 'vivit_flops', 'load_vit_pytorch_state_dict', 'from_vit_pytorch',
-           'load_hf_vivit_state_dict', 'from_hf_vivit']
+           'FactorisedDotProductViViT', 'vivit', 'vivit_flop_parts', 'vivit_flops', 'load_vit_pytorch_state_dict',
+           'from_vit_pytorch', 'load_hf_vivit_state_dict', 'from_hf_vivit']
 
 # %% ../../nbs/07_models.vivit.ipynb #56f9603d
 VARIANT_NAMES = ("spatio_temporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
@@ -277,121 +277,30 @@ def vivit(*, preset: str = "tiny", # "tiny", "small", "base" (ViViT-B/16x2) or "
     return VIVIT_VARIANTS[cfg.variant](cfg)
 
 # %% ../../nbs/07_models.vivit.ipynb #516bf08b
+def vivit_flop_parts(model: nn.Module, # a ViViT model (on any device, including "meta")
+                     video: torch.Tensor, # one input (B, C, T, H, W)
+                    ) -> dict[str, int]:
+    "Forward FLOPs of `model` on `video`: the patch embedding, attention's QK^T and AV products, the rest, the total."
+    from torch.utils.flop_counter import FlopCounterMode
+    attn = {n: m for n, m in model.named_modules() if hasattr(m, "attn_impl")}
+    old = {n: m.attn_impl for n, m in attn.items()}
+    for m in attn.values(): m.attn_impl = "math"               # SDPA's FLOPs are not counted on every device
+    try:
+        with FlopCounterMode(display=False) as fc, torch.no_grad(): model(video)
+    finally:
+        for n, m in attn.items(): m.attn_impl = old[n]
+    counts, root = fc.get_flop_counts(), type(model).__name__
+    of = lambda name: sum(counts.get(f"{root}.{name}", {}).values())   # FLOPs inside one sub-module
+    qk_av = sum(of(n) - of(f"{n}.qkv") - of(f"{n}.proj") for n in attn)  # attention minus its projections
+    total = fc.get_total_flops()
+    return {"embedding": of("embed"), "attention": qk_av, "other": total - of("embed") - qk_av, "total": total}
+
 def vivit_flops(model: nn.Module, # a ViViT model
                 video: torch.Tensor, # one input (B, C, T, H, W)
                ) -> int:
     "Forward FLOPs of `model` on `video`, counted with the from-scratch attention (SDPA on CPU is not counted)."
-    from torch.utils.flop_counter import FlopCounterMode
-    mods = [m for m in model.modules() if hasattr(m, "attn_impl")]
-    old = [m.attn_impl for m in mods]
-    for m in mods: m.attn_impl = "math"
-    try:
-        with FlopCounterMode(display=False) as fc, torch.no_grad(): model(video)
-    finally:
-        for m, o in zip(mods, old): m.attn_impl = o
-    return fc.get_total_flops()
+    return vivit_flop_parts(model, video)["total"]
 
-# %% ../../nbs/07_models.vivit.ipynb #1cba25d2
-_VITPT_RULES = [  # vit-pytorch 1.0.2-1.3.x `vivit.ViT` names -> ours
-    (r"^to_patch_embedding\.1\.", "embed.pre_norm."), (r"^to_patch_embedding\.2\.", "embed.proj."),
-    (r"^to_patch_embedding\.3\.", "embed.post_norm."), (r"^pos_embedding$", "pos_embed"),
-    (r"^spatial_cls_token$", "spatial_cls"), (r"^temporal_cls_token$", "temporal_cls"),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.0\.norm\.", r"\1.blocks.\2.norm1."),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.0\.fn\.to_qkv\.", r"\1.blocks.\2.attn.qkv."),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"\1.blocks.\2.attn.proj."),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.1\.norm\.", r"\1.blocks.\2.norm2."),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"\1.blocks.\2.mlp.fc1."),
-    (r"^(spatial|temporal)_transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"\1.blocks.\2.mlp.fc2."),
-    (r"^mlp_head\.0\.", "head.norm."), (r"^mlp_head\.1\.", "head.fc."),
-]
-
-def _rename(sd: dict, rules: list, source: str) -> dict:
-    out = {}
-    for k, v in sd.items():
-        for pat, rep in rules:
-            if re.search(pat, k): out[re.sub(pat, rep, k)] = v; break
-        else: raise KeyError(f"{source}: don't know where to put weight {k!r} (is this the supported version?)")
-    return out
-
-def _load(model: nn.Module, sd: dict, source: str) -> nn.Module:
-    try: missing, unexpected = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e: raise ValueError(f"{source}: weights do not fit this model: {e}") from None
-    if missing or unexpected:
-        raise ValueError(f"{source}: weights do not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
-
-def load_vit_pytorch_state_dict(model: FactorisedEncoderViViT, # our Model 2, configured like the reference
-                                sd: dict, # state dict of vit-pytorch 1.0.2-1.3.x `vit_pytorch.vivit.ViT`
-                                patch_order: str = "h w t c", # the reference's tubelet flattening order
-                               ) -> FactorisedEncoderViViT:
-    "Load vit-pytorch ViViT weights into our factorised encoder (tubelet axes permuted to our `(c t h w)` order)."
-    sd = _rename(sd, _VITPT_RULES, "vit-pytorch")
-    pt, ph, pw = model.cfg.patch
-    order = lambda w: rearrange(w, f"... ({patch_order}) -> ... (c t h w)", c=model.cfg.in_chans, t=pt, h=ph, w=pw)
-    for k in ("embed.pre_norm.weight", "embed.pre_norm.bias", "embed.proj.weight"):
-        if k in sd: sd[k] = order(sd[k])
-    return _load(model, sd, "vit-pytorch")
-
-def from_vit_pytorch(ref: nn.Module | dict, # a vit-pytorch 1.0.2-1.3.x `vivit.ViT`, or its state dict
-                     *, image_size: int | tuple, # its `image_size`
-                     image_patch_size: int | tuple, # its `image_patch_size`
-                     frames: int, # its `frames`
-                     frame_patch_size: int, # its `frame_patch_size`
-                     heads: int | None = None, # its `heads` (read from `ref` when it is a module)
-                     dim_head: int | None = None, # its `dim_head` (default: from the weights and `heads`)
-                     channels: int = 3, # its `channels`
-                     patch_order: str = "h w t c", # its tubelet flattening order
-                    ) -> FactorisedEncoderViViT:
-    "Our `FactorisedEncoderViViT` with the weights of a vit-pytorch ViViT (same logits)."
-    sd = ref.state_dict() if isinstance(ref, nn.Module) else dict(ref)
-    if heads is None:
-        if not isinstance(ref, nn.Module): raise ValueError("from_vit_pytorch: pass heads=... with a state dict")
-        heads = ref.spatial_transformer.layers[0][0].fn.heads
-    if dim_head is None: dim_head = sd["spatial_transformer.layers.0.0.fn.to_qkv.weight"].shape[0] // (3 * heads)
-    depth = lambda enc: len({k.split(".")[2] for k in sd if k.startswith(f"{enc}_transformer.layers.")})
-    cfg = ViViTConfig(variant="factorised_encoder", image_size=image_size, frames=frames, patch_size=image_patch_size,
-                      tubelet_depth=frame_patch_size, in_chans=channels, num_classes=sd["mlp_head.1.weight"].shape[0],
-                      dim=sd["pos_embedding"].shape[-1], spatial_depth=depth("spatial"), temporal_depth=depth("temporal"),
-                      heads=heads, dim_head=dim_head, mlp_dim=sd["spatial_transformer.layers.0.1.fn.net.0.weight"].shape[0],
-                      pool="cls" if "spatial_cls_token" in sd else "mean", embedding="linear", patch_norm=True)
-    return load_vit_pytorch_state_dict(FactorisedEncoderViViT(cfg), sd, patch_order=patch_order)
-
-# %% ../../nbs/07_models.vivit.ipynb #a02831e8
-_HF_RULES = [  # transformers 5.x VivitForVideoClassification names -> ours (q/k/v are merged separately)
-    (r"^vivit\.embeddings\.patch_embeddings\.projection\.", "embed.proj."),
-    (r"^vivit\.layers\.(\d+)\.layernorm_before\.", r"encoder.blocks.\1.norm1."),
-    (r"^vivit\.layers\.(\d+)\.layernorm_after\.", r"encoder.blocks.\1.norm2."),
-    (r"^vivit\.layers\.(\d+)\.attention\.o_proj\.", r"encoder.blocks.\1.attn.proj."),
-    (r"^vivit\.layers\.(\d+)\.mlp\.(fc1|fc2)\.", r"encoder.blocks.\1.mlp.\2."),
-    (r"^vivit\.layernorm\.", "head.norm."), (r"^classifier\.", "head.fc."),
-]
-
-def load_hf_vivit_state_dict(model: SpatioTemporalViViT, # our Model 1 (cls pooling, conv embedding)
-                             sd: dict, # state dict of a transformers 5.x `VivitForVideoClassification`
-                            ) -> SpatioTemporalViViT:
-    "Load transformers ViViT weights into our Model 1 (q/k/v merged, CLS position folded into the CLS token)."
-    sd = dict(sd); out = {}
-    pos = sd.pop("vivit.embeddings.position_embeddings")                       # (1, 1+N, D)
-    out["cls"] = sd.pop("vivit.embeddings.cls_token") + pos[:, :1]              # z_cls + p_0
-    out["pos_embed"] = pos[:, 1:].reshape(model.pos_embed.shape)               # (1, nt, ns, D)
-    for i in range(len(model.encoder.blocks)):
-        for kind in ("weight", "bias"):
-            parts = [sd.pop(f"vivit.layers.{i}.attention.{n}_proj.{kind}", None) for n in "qkv"]
-            if all(p is not None for p in parts): out[f"encoder.blocks.{i}.attn.qkv.{kind}"] = torch.cat(parts)
-    out.update(_rename(sd, _HF_RULES, "transformers ViViT"))
-    return _load(model, out, "transformers ViViT")
-
-_HF_GELU = {"gelu": "none", "gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
-
-def from_hf_vivit(hf_model: nn.Module, # a transformers `VivitForVideoClassification` (loaded, e.g. from a local folder)
-                 ) -> SpatioTemporalViViT:
-    "Our `SpatioTemporalViViT` with the weights of a transformers ViViT (same logits; our input is (B, C, T, H, W))."
-    c = hf_model.config
-    if not hasattr(hf_model, "classifier"): raise TypeError("from_hf_vivit needs a VivitForVideoClassification (with its classifier)")
-    if c.hidden_act not in _HF_GELU: raise ValueError(f"from_hf_vivit: activation {c.hidden_act!r} is not supported")
-    cfg = ViViTConfig(variant="spatio_temporal", image_size=c.image_size, frames=c.num_frames, patch_size=tuple(c.tubelet_size[1:]),
-                      tubelet_depth=c.tubelet_size[0], in_chans=c.num_channels, num_classes=c.num_labels, dim=c.hidden_size,
-                      depth=c.num_hidden_layers, heads=c.num_attention_heads, dim_head=getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
-                      mlp_dim=c.intermediate_size, pool="cls", embedding="conv", patch_norm=False, qkv_bias=c.qkv_bias,
-                      gelu=_HF_GELU[c.hidden_act], norm_eps=c.layer_norm_eps, final_norm=False, head_norm=True)
-    return load_hf_vivit_state_dict(SpatioTemporalViViT(cfg), hf_model.state_dict())
+# %% ../../nbs/07_models.vivit.ipynb #b902b7c3
+from .vivit_weights import load_vit_pytorch_state_dict, from_vit_pytorch, load_hf_vivit_state_dict, from_hf_vivit  # lesson 07b
+_all_ = ["load_vit_pytorch_state_dict", "from_vit_pytorch", "load_hf_vivit_state_dict", "from_hf_vivit"]
