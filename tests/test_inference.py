@@ -76,7 +76,7 @@ def test_bad_frames_and_settings(model):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "vivit_edu.inference", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vivit_edu", "predict", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
 
 

@@ -6,8 +6,8 @@ Docs: https://vivit-edu.github.io/vivit_edu/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #15a3518c
 from __future__ import annotations
-import csv, math, os, random, shutil, time, warnings
-from dataclasses import dataclass, asdict, replace
+import csv, json, math, os, random, shutil, time, warnings
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -18,15 +18,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import check_shape, get_device, seed_everything, count_parameters
-from .data.datasets import normalize_clips, KINETICS_MEAN, KINETICS_STD
+from .data.datasets import normalize_clips, video_transform, KINETICS_MEAN, KINETICS_STD
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch',
-           'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps', 'build_scheduler', 'resolve_amp', 'autocast',
-           'unpack_batch', 'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler',
-           'make_loader', 'evaluate', 'predict', 'save_weights', 'read_weights', 'load_weights', 'rng_state',
-           'set_rng_state', 'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook',
-           'LivePlot', 'Trainer', 'fit', 'plot_confusion']
+__all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'RUN_FILE', 'MODEL_KINDS', 'HISTORY_COLUMNS',
+           'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps', 'build_scheduler',
+           'resolve_amp', 'autocast', 'unpack_batch', 'train_one_epoch', 'EvalResult', 'metrics_from_logits',
+           'is_main_process', 'EpochSampler', 'make_loader', 'evaluate', 'predict', 'save_weights', 'read_weights',
+           'load_weights', 'rng_state', 'set_rng_state', 'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state',
+           'preset_input', 'RunSpec', 'load_run', 'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit',
+           'plot_confusion']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -484,6 +485,130 @@ def read_checkpoint_state(folder: str | Path) -> dict:
     found = find_checkpoint(folder)
     if found is None: raise FileNotFoundError(f"{folder}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
     return torch.load(found / CKPT_STATE, map_location="cpu", weights_only=True)
+
+# %% ../nbs/10_train.ipynb #3a88b938
+RUN_FILE = "run.json"
+MODEL_KINDS = ("vivit", "nonlocal")
+
+def _size(v) -> int | tuple:
+    "An int short side, or an (H, W) tuple."
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1: return int(v[0])
+        if len(v) != 2: raise ValueError(f"size must be one number (short side) or (H, W), got {v!r}")
+        return (int(v[0]), int(v[1]))
+    return int(v)
+
+def preset_input(model: str, # "vivit" or "nonlocal"
+                 preset: str, # the builder's preset
+                ) -> tuple[int, tuple]:
+    "(T, (H, W)): the clip format a preset is made for."
+    if model == "vivit":
+        from vivit_edu.models.vivit import vivit_config
+        c = vivit_config(preset=preset)
+    else:
+        from vivit_edu.models.resnet_nl import NL_PRESETS
+        if preset not in NL_PRESETS: raise ValueError(f"unknown nonlocal preset {preset!r}: use one of {list(NL_PRESETS)}")
+        c = NL_PRESETS[preset]
+    return c.frames, tuple(c.image_size)
+
+@dataclass
+class RunSpec:
+    "What a trained model needs to be rebuilt and fed: its builder and options, class names, clip format."
+    model: str = "vivit" # "vivit" (`vivit()`) or "nonlocal" (`nl_resnet50()`)
+    preset: str = "tiny" # the builder's preset
+    options: dict = field(default_factory=dict) # other builder keywords, e.g. variant, pool, dim
+    classes: list = field(default_factory=list) # class names in label order
+    frames: int = 8 # T, frames per clip
+    size: int | tuple = (32, 32) # resize: (H, W), or the short side (then `crop` is needed)
+    crop: int | None = None # square crop after resizing (random in training, centre otherwise); None: no crop
+    finetune: dict = field(default_factory=dict) # how training started: {"init": weights it started from, "case": ...}
+    data: dict = field(default_factory=dict) # the folders it trains on: {"train": ..., "val": ... or None}, absolute paths
+
+    def __post_init__(self):
+        if self.model not in MODEL_KINDS: raise ValueError(f"RunSpec.model={self.model!r}: use one of {MODEL_KINDS}")
+        self.size, self.classes = _size(self.size), list(self.classes)
+        if isinstance(self.size, int) and self.crop is None:
+            raise ValueError(f"RunSpec.size={self.size} is a short side, so clips would differ in width: give a crop, "
+                             f"or size=(H, W)")
+        if self.frames < 1: raise ValueError(f"RunSpec.frames={self.frames}: must be at least 1")
+
+    @property
+    def image_size(self) -> tuple:
+        "(H, W) of the clips the model sees."
+        return (self.crop, self.crop) if self.crop else self.size
+
+    def build(self) -> nn.Module:
+        "A freshly initialised model for these classes and this clip format."
+        if not self.classes: raise ValueError("RunSpec.classes is empty: the model needs at least one class")
+        kw = dict(self.options, num_classes=len(self.classes), frames=self.frames, image_size=self.image_size)
+        if self.model == "vivit":
+            from vivit_edu.models.vivit import vivit
+            return vivit(preset=self.preset, **kw)
+        from vivit_edu.models.resnet_nl import nl_resnet50
+        return nl_resnet50(preset=self.preset, **kw)
+
+    def transform(self, *, train: bool, flip: bool = False, uint8: bool = False):
+        "uint8 (T, H, W, C) frames -> the model's float (C, T, H, W) clip (random crop and flips only when `train`)."
+        return video_transform(train=train, size=self.size, crop=self.crop, flip=flip, uint8=uint8)  # uint8: see lesson 03
+
+    def save(self, folder) -> Path:
+        "Write `folder/run.json` atomically."
+        path = Path(folder) / RUN_FILE; path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{RUN_FILE}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n"); os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder) -> RunSpec:
+        "Read `folder/run.json` (or the file itself), naming the file in any error."
+        path = Path(folder)
+        if not path.exists(): raise FileNotFoundError(f"{path}: no such run folder")
+        path = path / RUN_FILE if path.is_dir() else path
+        if not path.is_file(): raise FileNotFoundError(f"{path}: no such run file (is {path.parent} a vivit-edu train run folder?)")
+        try: d = json.loads(path.read_text())
+        except ValueError as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of run settings, got a {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown: raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}")
+        try: return cls(**d)
+        except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from e  # e.g. "frames": "8" or size [1, 2, 3]
+
+# %% ../nbs/10_train.ipynb #ec1feb05
+def _check_owner(path: Path, run_dir: Path, spec: RunSpec):
+    "Refuse weights that belong to another run folder whose classes or clip format differ from `spec`'s."
+    if path.is_dir(): cands = [path, path.parent]                 # a run folder, or one of its checkpoint folders
+    else: cands = [path.parent.parent] if (path.parent / CKPT_STATE).exists() else []   # a weights file in a checkpoint
+    owner = next((d for d in cands if (d / RUN_FILE).is_file()), None)
+    if owner is None or owner.resolve() == run_dir.resolve(): return
+    other = RunSpec.load(owner)
+    diff = [f"{k} {getattr(other, k)!r} there vs {getattr(spec, k)!r} here" for k in
+            ("model", "preset", "options", "classes", "frames", "size", "crop") if getattr(other, k) != getattr(spec, k)]
+    if diff: raise ValueError(f"{path}: these weights belong to the run {owner}, not to {run_dir}: " + "; ".join(diff) +
+                              f" (the model would be fed or labelled wrongly): use --run {owner}")
+
+def load_run(run_dir, # a `vivit-edu train` run folder
+             which: str = "best", # "best", "last", or a checkpoint folder / .safetensors file
+             *, device: str | torch.device | None = "cpu",
+            ) -> tuple[nn.Module, RunSpec]:
+    "The trained model of a run folder (in eval mode) and its `RunSpec`."
+    run_dir = Path(run_dir)
+    spec = RunSpec.load(run_dir)
+    if which in ("best", "last"):
+        names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
+        path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
+        if path is None: raise FileNotFoundError(f"{run_dir}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) in "
+                                                 f"{' or '.join(n + '/' for n in names)}: has its first epoch finished?")
+    else:
+        path = Path(which)
+        if not path.exists(): raise FileNotFoundError(f"{path}: no such checkpoint folder or weights file")
+        _check_owner(path, run_dir, spec)
+        if path.is_dir() and (path / RUN_FILE).is_file():                   # a whole run folder: its best, else last
+            path = find_checkpoint(path / "best") or find_checkpoint(path / "last") or path / "best"
+        if path.is_dir() and find_checkpoint(path) is None:
+            raise FileNotFoundError(f"{path}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
+        path = find_checkpoint(path) if path.is_dir() else path
+    model = load_weights(spec.build(), path)
+    return model.to(device or "cpu").eval(), spec
 
 # %% ../nbs/10_train.ipynb #efd80f6f
 HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",

@@ -10,6 +10,7 @@ import hashlib, json, logging, os, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,8 @@ __all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLD
            'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize', 'CenterCrop',
            'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose', 'video_transform',
            'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips',
-           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder']
+           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder',
+           'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder']
 
 # %% ../../nbs/03_data.datasets.ipynb #d9fa1f4c
 class UniformSampler:
@@ -464,3 +466,100 @@ class VideoFolder(VideoClips):
         super().__init__(records, classes, sampler=sampler or UniformSampler(num_frames, jitter=train),
                          transform=transform or video_transform(train=train),
                          clips_per_video=clips_per_video, return_video_id=return_video_id)
+
+# %% ../../nbs/03_data.datasets.ipynb #295e2ef5
+def split_videos(labels: Sequence[int], # the class of each video
+                 fraction: float = 0.2, # share of each class held out
+                 seed: int = 0,
+                ) -> tuple[list[int], list[int]]: # (train, validation) video indices, sorted
+    "Stratified split: round(fraction * n) videos of each class (at least one when it has two or more) to validation."
+    if not 0 < fraction < 1: raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng, labels = np.random.default_rng(seed), np.asarray(labels)
+    val = []
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        n = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+        val += rng.choice(idx, n, replace=False).tolist()
+    val = sorted(val)
+    return sorted(set(range(len(labels))) - set(val)), val
+
+# %% ../../nbs/03_data.datasets.ipynb #ad67062d
+def is_ucf101_root(root) -> bool:
+    "True for a folder in UCF101's layout (UCF-101/ and ucfTrainTestlist/)."
+    return (Path(root) / "UCF-101").is_dir() and (Path(root) / "ucfTrainTestlist").is_dir()
+
+def _keep(ds: VideoFolder, idx: Sequence[int]) -> VideoFolder:
+    "`ds` restricted to the videos `idx` (in place)."
+    ds.records = [ds.records[i] for i in idx]
+    return ds
+
+def _check_classes(ds: VideoFolder, root):
+    "Refuse a folder a classifier cannot learn from: a class folder without one usable video, or fewer than two classes."
+    have, skipped = {r.label for r in ds.records}, {}
+    for p, _ in ds.skipped: skipped[Path(p).parent.name] = skipped.get(Path(p).parent.name, 0) + 1
+    empty = [f"{c}/ ({skipped[c]} file(s) skipped, named in the warnings above)" if c in skipped else
+             f"{c}/ (no {'/'.join(VIDEO_EXTENSIONS)} files)" for k, c in enumerate(ds.classes) if k not in have]
+    if empty: raise ValueError(f"{root}: class folder(s) without a usable video: {', '.join(empty)}; "
+                               "add videos or move the folder(s) out (every class folder becomes an output of the model)")
+    if len(ds.classes) < 2:
+        raise ValueError(f"{root}: only one class folder ({ds.classes[0]}/); a classifier needs at least two classes")
+
+def clip_datasets(data, # a folder of class folders, or a UCF101 root
+                  *, frames: int = 8, # T, frames per clip
+                  size: int | tuple = (32, 32), # resize frames to (H, W), or their short side to one number (then give `crop`)
+                  crop: int | None = None, # square crop after resizing (random in training, centre otherwise); None: no crop
+                  val=None, # a validation folder with the same class folders; None: split `data`
+                  val_fraction: float = 0.2, # share of each class held out when `val` is None
+                  seed: int = 0, # the split's seed
+                  augment: bool = True, # random frames and crops in training
+                  flip: bool = False, # random horizontal flips in training (only if mirroring keeps the label)
+                  fold: int = 1, # UCF101 official split
+                  index_workers: int = 4, # threads probing the files once (then cached)
+                  uint8: bool = False, # clips stay uint8 until the device (4x fewer bytes through the DataLoader)
+                 ) -> tuple:
+    "(train, validation, class names): training and validation clip datasets of a folder."
+    data = Path(data)
+    if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
+    if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
+    if val is not None and not Path(val).is_dir(): raise FileNotFoundError(f"{val}: no such validation folder")
+    if isinstance(size, int) and crop is None: raise ValueError(f"size={size} is a short side, so clips would differ in width: give a crop")
+    tf_train = video_transform(train=augment, size=size, crop=crop, flip=flip and augment, uint8=uint8)
+    tf_val = video_transform(train=False, size=size, crop=crop, uint8=uint8)
+    sampler = lambda train: UniformSampler(frames, jitter=train and augment)
+    if is_ucf101_root(data):
+        kw = dict(protocol="official", fold=fold, workers=index_workers)
+        tr = UCF101(data, split="train", transform=tf_train, sampler=sampler(True), **kw)
+        va = UCF101(data, split="test", transform=tf_val, sampler=sampler(False), **kw)
+        return tr, va, tr.classes
+    tr = VideoFolder(data, sampler=sampler(True), transform=tf_train, workers=index_workers)
+    _check_classes(tr, data)
+    if val is not None:
+        va = VideoFolder(val, sampler=sampler(False), transform=tf_val, workers=index_workers)
+        if va.classes != tr.classes:
+            raise ValueError(f"{val}: its class folders {va.classes} differ from those of {data}: {tr.classes}")
+        return tr, va, tr.classes
+    if len(tr.records) < 2: raise ValueError(f"{data}: {len(tr.records)} usable video(s); need at least 2 to split off validation")
+    t_idx, v_idx = split_videos([r.label for r in tr.records], val_fraction, seed)
+    with warnings.catch_warnings():                  # the second index of the same folder: skipped files were reported once
+        warnings.simplefilter("ignore")
+        va = VideoFolder(data, sampler=sampler(False), transform=tf_val, workers=index_workers)
+    return _keep(tr, t_idx), _keep(va, v_idx), tr.classes
+
+# %% ../../nbs/03_data.datasets.ipynb #01e02a2a
+def make_example_folder(root, # folder to create (class sub-folders are written into it)
+                        classes: Sequence[str] = ("FadeIn", "MoveRight", "ZoomIn"), # embedded-dataset actions
+                        videos_per_class: int = 8,
+                        seed: int = 0,
+                       ) -> Path:
+    "A small clip folder (root/<class>/<video>.avi) drawn by the embedded dataset's generator; every video has its own scene."
+    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip
+    from vivit_edu.data.video import write_video
+    root, cfg = Path(root), EmbeddedConfig(seed=seed)
+    for action in classes:
+        if action not in cfg.classes: raise ValueError(f"unknown action {action!r}: use some of {list(cfg.classes)}")
+        for i in range(videos_per_class):
+            g, c = 1000 + len(cfg.classes) * i + cfg.classes.index(action), 1      # a scene no other video shares
+            path = root / action / f"{action.lower()}_{i:03d}.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists(): write_video(path, embedded_clip(cfg, action, g, c), fps=cfg.fps)
+    return root
