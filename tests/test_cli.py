@@ -378,7 +378,7 @@ def test_image_weights_case3_under_torchrun(folder, tmp_path):
     (tmp_path / "vit").mkdir(); save_file(tm.state_dict(), tmp_path / "vit" / "model.safetensors")
     out = tmp_path / "run"
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vivit_edu", "train",
-             str(folder), "--image-weights", str(tmp_path / "vit"), "--case", "case3", "--epochs", "2", "--batch-size", "6",
+             str(folder), "--image-weights", str(tmp_path / "vit"), "--heads", "2", "--case", "case3", "--epochs", "2", "--batch-size", "6",
              "--no-augment", "--num-workers", "0", "--device", "cpu", "--quiet", "--out-dir", str(out)])
     assert p.stdout.count("initialised from the image model") == 1, p.stdout          # rank 0 says it once
     h, w, spec = result(out)

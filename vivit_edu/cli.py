@@ -1,4 +1,4 @@
-"""One front door: every command of the package (`demo`, `experiment`, `data`, `train`, `predict`, `ddp-demo`) reads its options and calls one library function, which Python code calls the same way.
+"""One front door: every command of the package (`demo`, `experiment`, `data`, `train`, `predict`, `ddp-demo`, `check-data`) reads its options and calls one library function, which Python code calls the same way.
 
 Docs: https://vivit-edu.github.io/vivit_edu/cli.html.md"""
 
@@ -10,9 +10,9 @@ import argparse, os, shutil, sys, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import torch
-from .data.datasets import BadVideoWarning
+from .data.datasets import BadVideoWarning, check_data
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd
-from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS
+from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint
 from .finetune import CASES
 from .distributed import train_folder, ddp_demo, cleanup_distributed
 from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, run_experiments
@@ -23,15 +23,19 @@ __all__ = ['COMMANDS', 'add_train_arguments', 'add_predict_arguments', 'add_expe
            'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #7d786cc8
+_PACKAGE = Path(__file__).resolve().parent if "__file__" in globals() else None   # (None in the notebook: no such lines)
+
 @contextmanager
 def _plain_warnings():
-    "While the command runs a skipped video is one line, `vivit-edu: warning: skipped FILE: REASON`; other warnings keep Python's format."
+    "While the command runs, the package's warnings are one line each (`vivit-edu: warning: ...`, from rank 0 only); others keep Python's format."
     python_format = warnings.formatwarning
     def format_warning(message, category, filename, lineno, line=None):
+        ours = issubclass(category, BadVideoWarning) or (_PACKAGE is not None and Path(filename).resolve().is_relative_to(_PACKAGE))
+        if not ours: return python_format(message, category, filename, lineno, line)
+        if int(os.environ.get("RANK", "0")) != 0: return ""         # under torchrun every rank would say it: rank 0 tells
         if issubclass(category, BadVideoWarning) and getattr(message, "path", ""):
-            if int(os.environ.get("RANK", "0")) != 0: return ""     # under torchrun every rank reads the folder: rank 0 tells
             return f"vivit-edu: warning: skipped {message.path}: {message.why}\n"
-        return python_format(message, category, filename, lineno, line)
+        return f"vivit-edu: warning: {message}\n"
     warnings.formatwarning = format_warning
     try: yield
     finally: warnings.formatwarning = python_format
@@ -55,11 +59,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split (fixed while --seed varies)")
     p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="UCF101 official split (UCF101 roots only)")
-    p.add_argument("--model", default="vivit", choices=MODEL_KINDS)
-    p.add_argument("--preset", default="tiny", help="vivit: tiny, small, base, paper; nonlocal: tiny, kinetics, paper")
+    p.add_argument("--model", choices=MODEL_KINDS, help="default: vivit (with --resume, every option not given is the run's)")
+    p.add_argument("--preset", help="vivit: tiny (default), small, base, paper; nonlocal: tiny, kinetics, paper")
     p.add_argument("--variant", help="vivit: model1..model4 or a name (default: factorised_encoder); nonlocal: c2d or i3d")
     p.add_argument("--pool", choices=["cls", "mean"], help="vivit: classify from the CLS token or the mean token")
-    p.add_argument("--temporal-pos", action="store_true", help="vivit: learned frame positions before the temporal encoder")
+    p.add_argument("--temporal-pos", action="store_true", default=None, help="vivit: learned frame positions before the temporal encoder")
     p.add_argument("--frames", type=int, help="T, frames per clip (default: the preset's)")
     p.add_argument("--size", type=int, nargs="+", help="resize frames to H W, or to a short side N (needs --crop); default: the preset's H W")
     p.add_argument("--crop", type=int, help="square crop after resizing (random in training)")
@@ -82,14 +86,16 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--init", help="fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file")
     p.add_argument("--image-weights", help="start from an image model's weights (file or model folder): a ViT for vivit "
                    "(torchvision, timm, transformers, Google .npz; lesson 17), a torchvision ResNet-50 for nonlocal")
-    p.add_argument("--embed-init", default="central", choices=["central", "average"],
-                   help="vivit with --image-weights: tubelet kernel from the patch kernel (lesson 17)")
+    p.add_argument("--embed-init", choices=["central", "average"],
+                   help="vivit with --image-weights: tubelet kernel from the patch kernel (default central; lesson 17)")
+    p.add_argument("--heads", type=int, help="vivit with --image-weights: the ViT's attention heads, when its file does not say "
+                   "(torchvision and timm files; ViT-B/16: 12)")
     p.add_argument("--case", choices=list(CASES), help="with --init or --image-weights: which layers train (the paper's cases; default case1, all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available; under torchrun: the LOCAL_RANK GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--out-dir", default="runs/train", help="run folder: run.json, last/, best/, history.csv, curves.png")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last if it exists")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last if it exists; options not given are the run's")
     p.add_argument("--stop-after", type=int, help="stop after this many epochs in all (the schedule still spans --epochs)")
     p.add_argument("--max-train-batches", type=int, help="cut epochs short (quick tries)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -174,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(sub.add_parser("train", help="train on a folder of class folders into a run folder (train_folder)"))
     add_predict_arguments(sub.add_parser("predict", help="sliding-window predictions on a video file (predict_video)"))
     add_ddp_demo_arguments(sub.add_parser("ddp-demo", help="a tiny model on generated tensors, to try torchrun (ddp_demo)"))
+    c = sub.add_parser("check-data", help="scan a dataset folder, one line per bad video file (check_data)")
+    c.add_argument("folder", help="a folder of class folders, a UCF101 root or a UTA-RLDD folder")
+    c.add_argument("--min-frames", type=int, default=8, help="fewer decodable frames than this: too short (default 8)")
+    c.add_argument("--min-size", type=int, default=16, help="frames smaller than this on a side are bad (default 16)")
+    c.add_argument("--workers", type=int, default=4, help="files checked at once")
     p.commands = sub.choices                                       # name -> its parser (for errors in its own usage)
     return p
 
@@ -206,13 +217,27 @@ def _train(a) -> int:
     kw = {k: v for k, v in vars(a).items() if k not in ("command", "data", "no_augment")}
     train_folder(a.data, augment=not a.no_augment, **kw); return 0
 
+def _check_data(a) -> int:
+    r = check_data(a.folder, min_frames=a.min_frames, min_size=a.min_size, workers=a.workers,
+                   on_bad=lambda path, why: print(f"{path}: {why}", flush=True))
+    print(r.summary(), flush=True); return 1 if r.bad else 0
+
 def _print_prediction(p):
     print(f"frame {p.frame:6d}  {p.time_s:8.2f} s  " + "  ".join(f"{n} {v:.3f}" for n, v in p.topk), flush=True)
 
 def _predict(a) -> int:
+    for name in ("frames", "size", "image_size", "max_frames", "hop", "stride", "topk", "smooth"):
+        v = getattr(a, name)
+        if v is not None and v < 1: raise ValueError(f"--{name.replace('_', '-')} {v}: must be at least 1")
+    if a.threads < 0: raise ValueError(f"--threads {a.threads}: must be at least 0 (0: torch's default)")
     if not Path(a.video).exists(): raise FileNotFoundError(f"{a.video}: no such video file")
     if not Path(a.video).is_file(): raise ValueError(f"{a.video}: a folder, not a video file")
-    if a.run is not None: model, crop = a.run, a.image_size            # predict_video reads the run's model and clip format
+    if a.run is not None:                                              # predict_video reads the run's model and clip format
+        weights = run_checkpoint(a.run, a.checkpoint or "best")
+        fell_back = (a.checkpoint or "best") == "best" and weights.parent.name != "best"
+        print(f"vivit-edu predict: weights {weights}" + (" (the run has no best/ checkpoint, which only validation writes)"
+              if fell_back else ""), file=sys.stderr, flush=True)
+        model, crop, a.checkpoint = a.run, a.image_size, str(weights)
     else:
         model = load_model(a.weights, num_classes=a.num_classes, model=a.model, preset=a.preset, variant=a.variant,
                            frames=a.frames, image_size=a.image_size)
@@ -221,14 +246,19 @@ def _predict(a) -> int:
                         on_prediction=None if a.quiet else _print_prediction, frames=a.frames, size=a.size, crop=crop,
                         class_names=read_class_names(a.classes), hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth,
                         device=a.device, threads=a.threads or None, compile=a.compile, channels_last=a.channels_last, bf16=a.bf16)
-    if not res.predictions:
-        print(f"warning: {a.video}: {res.stats.frames} frames, fewer than one window ({res.window} frames)", file=sys.stderr)
+    if not res.predictions:                                            # nothing to show: say why, and fail
+        print(f"vivit-edu: warning: {a.video}: {res.stats.frames} frame(s) decode, fewer than one window ({res.window} frames): "
+              "no prediction", file=sys.stderr, flush=True)
+        return 1
+    name, p = res.top()
+    print(f"{a.video}: {name} {p:.3f} (mean probability over {len(res.predictions)} windows)", flush=True)
     print(res.stats.summary(), flush=True); return 0
 
 def _ddp_demo(a) -> int:
     ddp_demo(**{k: v for k, v in vars(a).items() if k != "command"}); return 0
 
-COMMANDS = {"demo": _demo, "experiment": _experiment, "data": _data, "train": _train, "predict": _predict, "ddp-demo": _ddp_demo}
+COMMANDS = {"demo": _demo, "experiment": _experiment, "data": _data, "train": _train, "predict": _predict, "ddp-demo": _ddp_demo,
+            "check-data": _check_data}
 
 def _usage_errors(p: argparse.ArgumentParser, a: argparse.Namespace):
     "Option combinations argparse cannot check: exit 2 with the sub-command's usage."
@@ -250,6 +280,8 @@ def _main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     _usage_errors(p, a)
     try: return COMMANDS[a.command](a)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:   # a bad file, folder or value: one line, exit status 2
-        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:   # a bad file, folder or value, a
+        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2                       # diverged run: one line, status 2
+    except KeyboardInterrupt as stop:                                 # Ctrl-C: where the run stands, not a traceback
+        print(f"\nvivit-edu: {stop or 'interrupted'}", file=sys.stderr); return 130
     finally: cleanup_distributed()

@@ -123,6 +123,7 @@ class Predictor:
                  threads:int|None=None, # CPU threads for torch (process-wide `torch.set_num_threads`); None: leave as is
                  compile:bool=False, channels_last:bool=False, bf16:bool=False): # speed options (GPU)
         cfg = _model_config(model)
+        if frames is not None and frames < 1: raise ValueError(f"frames={frames}: a window needs at least 1 frame")
         self.T = frames or getattr(cfg, "frames", None)
         crop = crop if crop is not None or size is not None else getattr(cfg, "image_size", None)
         size = size if size is not None else (min(crop) if isinstance(crop, (tuple, list)) else crop)
@@ -195,7 +196,14 @@ class StreamResult:
     stats: StreamStats
     path: str | None = None
     window: int | None = None # frames one window spans, S = (T - 1) * stride + 1
+    class_names: list | None = None # the predictor's class names
     def __repr__(self): return f"StreamResult({self.path}: {len(self.predictions)} predictions; {self.stats.summary()})"
+    def top(self) -> tuple[str, float] | None:
+        "The class with the highest mean probability over all windows, and that mean (None without a prediction)."
+        if not self.predictions: return None
+        mean = torch.stack([p.probs.float() for p in self.predictions]).mean(0)      # (K,)
+        k = int(mean.argmax())
+        return (self.class_names[k] if self.class_names else str(k)), float(mean[k])
 
 def predict_video(path, # video file
                   model, # a model (then `predictor_kwargs` build the `Predictor`), a `Predictor`, or a run folder (lesson 15)
@@ -205,6 +213,7 @@ def predict_video(path, # video file
                   **predictor_kwargs, # `Predictor` options: hop, stride, class_names, smooth, device, ...
                  ) -> StreamResult:
     "Sliding-window predictions over a video file, with frames/s processed against the file's frame rate."
+    if max_frames is not None and max_frames < 1: raise ValueError(f"max_frames={max_frames}: must be at least 1")
     info = probe_video(path)                                           # VideoError naming the file if unreadable
     if isinstance(model, Predictor) and predictor_kwargs:
         raise TypeError(f"predict_video: options {sorted(predictor_kwargs)} are for building a Predictor; set them on the Predictor instead")
@@ -219,7 +228,7 @@ def predict_video(path, # video file
     for p in pred.stream(frames, fps=info.fps):
         preds.append(p)
         if on_prediction is not None: on_prediction(p)
-    return StreamResult(preds, pred.stats, str(path), pred.span)
+    return StreamResult(preds, pred.stats, str(path), pred.span, pred.class_names)
 
 # %% ../nbs/16_inference.ipynb #90a5fe6a
 def read_class_names(spec:str|None, # "a,b,c", a file with one name per line, or UCF101's classInd.txt ("1 Name")

@@ -255,10 +255,15 @@ def load_image_vit(model: ViViTBase, # any of the four ViViT models, shaped like
 
 # %% ../nbs/17_pretrained.ipynb #1f2b07f1
 def image_vit_options(img: ImageViT, # the image model
-                      heads: int | None = None, # attention heads if the weights don't say (None: D/64, as in every ViT size)
+                      heads: int | None = None, # attention heads, needed when the weights don't say (torchvision, timm files)
                      ) -> dict:
     "The `ViViTConfig` fields that make a ViViT fit `img` (on top of the `base` preset): all but the clip format."
-    heads = heads or img.heads or img.dim // 64
+    heads = heads or img.heads
+    if heads is None:
+        raise ValueError(f"{img.source}: the weights do not say how many attention heads the ViT has: pass heads= (on the "
+                         f"command line --heads); ViT-Ti/S/B/L use 64-wide heads (here that would be {img.dim // 64}), "
+                         "ViT-H/14 16 heads of 80, so no number is a safe guess")
+    if img.dim % heads: raise ValueError(f"{img.source}: width {img.dim} does not split into {heads} heads")
     return dict(patch_size=img.patch_size, in_chans=img.patch_weight.shape[1], dim=img.dim, depth=img.depth, spatial_depth=img.depth,
                 heads=heads, dim_head=img.dim // heads, mlp_dim=img.mlp_dim, embedding="conv", patch_norm=False, qkv_bias=True,
                 gelu=img.gelu, norm_eps=img.eps, final_norm=img.norm is not None)
@@ -271,7 +276,7 @@ def vivit_from_image(src, # what `read_image_vit` reads (path, state dict, model
                      image_size=None, # (H, W) of the clips; None: the image model's
                      temporal_depth: int = 4, # layers of Model 2's (new) temporal encoder
                      embed_init: str = "central", # "central" or "average"
-                     heads: int | None = None, # attention heads if the weights don't say (None: D/64, as in every ViT size)
+                     heads: int | None = None, # attention heads, needed when the weights don't say (torchvision, timm files)
                      **overrides, # any other ViViTConfig field (pool, dropout, attn_impl, ...)
                     ) -> ViViTBase:
     "A ViViT shaped like an image ViT and initialised from it (ViViT's recipe): `(B, C, T, H, W)` -> `(B, num_classes)`."
@@ -336,10 +341,12 @@ def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
 # %% ../nbs/17_pretrained.ipynb #a36fc0da
 def image_model_options(model: str, # "vivit" or "nonlocal"
                         path, # the image model's weights file or folder
+                        heads: int | None = None, # vivit: attention heads, needed when the file does not say
                        ) -> dict:
     "Builder options that make the run's model fit an image model (ViT for vivit); for nonlocal, check the file is a ResNet."
     if model == "vivit":
-        return image_vit_options(read_image_vit(path))
+        return image_vit_options(read_image_vit(path, heads=heads), heads=heads)
+    if heads is not None: raise ValueError("heads= (--heads) is for an image ViT; a ResNet has no attention heads")
     _resnet_state_dict(path)                                         # only checked: the ResNet's shape is the preset's
     return {}
 

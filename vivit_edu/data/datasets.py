@@ -10,7 +10,7 @@ import hashlib, json, logging, os, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,12 +19,13 @@ from ..core import cache_dir
 from .video import read_video, probe_video, VideoError, VideoInfo
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS',
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS', 'RLDD_FOLD',
            'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize', 'CenterCrop',
            'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose', 'video_transform',
            'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips',
            'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder',
-           'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder']
+           'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder', 'data_layout', 'check_video',
+           'DataCheck', 'check_data']
 
 # %% ../../nbs/03_data.datasets.ipynb #d9fa1f4c
 class UniformSampler:
@@ -521,7 +522,10 @@ def clip_datasets(data, # a folder of class folders, or a UCF101 root
     data = Path(data)
     if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
     if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
-    if val is not None and not Path(val).is_dir(): raise FileNotFoundError(f"{val}: no such validation folder")
+    if val is not None and not Path(val).is_dir():
+        if Path(val).exists(): raise ValueError(f"{val}: a file, not a validation folder (give a folder of class folders)")
+        raise FileNotFoundError(f"{val}: no such validation folder")
+    if frames < 1: raise ValueError(f"frames={frames}: a clip needs at least 1 frame")
     if isinstance(size, int) and crop is None: raise ValueError(f"size={size} is a short side, so clips would differ in width: give a crop")
     tf_train = video_transform(train=augment, size=size, crop=crop, flip=flip and augment, uint8=uint8)
     tf_val = video_transform(train=False, size=size, crop=crop, uint8=uint8)
@@ -563,3 +567,73 @@ def make_example_folder(root, # folder to create (class sub-folders are written 
             path.parent.mkdir(parents=True, exist_ok=True)
             if not path.exists(): write_video(path, embedded_clip(cfg, action, g, c), fps=cfg.fps)
     return root
+
+# %% ../../nbs/03_data.datasets.ipynb #16052e28
+RLDD_FOLD = re.compile(r"^fold\d+_part\d+$", re.I)
+
+def data_layout(root, # a dataset folder
+               ) -> tuple[str, list[Path]]: # ("UCF101", "UTA-RLDD" or "class folders"; its video files, sorted)
+    "Which layout a dataset folder has, and its video files."
+    root = Path(root)
+    if not root.exists(): raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir(): raise ValueError(f"{root}: a file, not a folder")
+    if is_ucf101_root(root):
+        return "UCF101", sorted(f for f in (root / "UCF-101").rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+    if RLDD_FOLD.match(root.name) or any(RLDD_FOLD.match(d.name) for d in root.iterdir() if d.is_dir()):
+        return "UTA-RLDD", [f for _, _, f in find_rldd(root)]
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes: raise FileNotFoundError(f"{root}: expected class sub-folders holding video files, a UCF101 root "
+                                            "(UCF-101/, ucfTrainTestlist/) or UTA-RLDD's FoldN_partM folders")
+    return "class folders", [f for d in classes for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS]
+
+def _header_frames(path) -> int:
+    "Frames the container's header announces for its first video stream (0: it does not say)."
+    import av
+    try:
+        with av.open(str(path)) as c: return int(c.streams.video[0].frames or 0) if c.streams.video else 0
+    except Exception: return 0
+
+def check_video(path, # a video file
+                *, min_frames:int=8, # fewer decodable frames than this: too short for a clip
+                min_size:int=16, # frames smaller than this on a side are refused
+               ) -> str:
+    "What is wrong with a video file for training ('' when nothing): empty, unreadable, no video, too short, tiny, truncated."
+    p = Path(path)
+    try: size = p.stat().st_size
+    except OSError as e: return f"cannot stat ({e.strerror})"
+    if size == 0: return "empty file (0 bytes)"
+    r = _probe(str(p))                                                   # decodes every frame
+    if "error" in r: return r["error"]
+    info = VideoInfo(**r["info"])
+    header = _header_frames(p)
+    if header > info.num_frames + 1: return f"truncated: {info.num_frames} of the {header} frames its header announces decode"
+    if info.num_frames < min_frames: return f"too short: {info.num_frames} frame(s) decode, fewer than {min_frames}"
+    if min(info.width, info.height) < min_size: return f"frames of {info.width}x{info.height}: under {min_size} pixels on a side"
+    return ""
+
+@dataclass
+class DataCheck:
+    "What `check_data` found: the layout and, for every video file, its problem ('' when it is good)."
+    root: str
+    layout: str # "UCF101", "UTA-RLDD" or "class folders"
+    files: dict # path -> problem ('' for a good file)
+    @property
+    def bad(self) -> dict: return {p: why for p, why in self.files.items() if why}
+    def summary(self) -> str:
+        n, b = len(self.files), len(self.bad)
+        return f"{self.root} ({self.layout}): {n} video file(s), {n - b} good, {b} bad"
+    def __repr__(self): return f"DataCheck({self.summary()})"
+
+def check_data(root, # a UCF101 root, a UTA-RLDD folder, or a folder of class folders
+               *, min_frames:int=8, min_size:int=16, # see `check_video`
+               workers:int=4, # files checked at once
+               on_bad:Callable|None=None, # called with (path, problem) for each bad file, in order, as they are found
+              ) -> DataCheck:
+    "Check every video file of a dataset folder (never stopping at the first bad one): one problem per bad file."
+    layout, files = data_layout(root)
+    found = {}
+    with ThreadPoolExecutor(max(1, min(workers, len(files)))) as ex:
+        for f, why in zip(files, ex.map(lambda f: check_video(f, min_frames=min_frames, min_size=min_size), files)):
+            found[str(f)] = why
+            if why and on_bad is not None: on_bad(str(f), why)
+    return DataCheck(str(root), layout, found)
