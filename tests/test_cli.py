@@ -32,7 +32,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from vivit_edu.cli import make_example_folder
+    from vivit_edu.data.datasets import make_example_folder
     return make_example_folder(tmp_path_factory.mktemp("clips") / "clips", videos_per_class=8)
 
 
@@ -46,7 +46,7 @@ def single(folder, tmp_path_factory):
 
 
 def result(out):
-    from vivit_edu.cli import load_run
+    from vivit_edu.train import load_run
     from vivit_edu.train import History
     model, spec = load_run(out, "last")
     return History.from_csv(Path(out) / "history.csv"), model.state_dict(), spec
@@ -159,7 +159,8 @@ def test_experiment_under_torchrun(tmp_path):
 
 def test_finetune_adds_a_class(single, tmp_path):
     "`--init RUN --case case4`: the body keeps the run's weights, old classes keep their head rows by name."
-    from vivit_edu.cli import make_example_folder, load_run
+    from vivit_edu.data.datasets import make_example_folder
+    from vivit_edu.train import load_run
     folder4 = make_example_folder(tmp_path / "clips4", classes=("FadeIn", "MoveRight", "RotateClockwise", "ZoomIn"),
                                   videos_per_class=4)
     out = tmp_path / "ft"
@@ -307,7 +308,7 @@ def test_uint8_clips_match_float_clips(folder, tmp_path):
 
 def test_data_out_must_be_a_folder(tmp_path, capsys):
     "`vivit-edu data --out FILE` names the file and says a folder is wanted (it was a bare `[Errno 17] File exists`)."
-    from vivit_edu.experiments import main
+    from vivit_edu.cli import main
     f = tmp_path / "notes.txt"; f.write_text("not a folder")
     assert main(["data", "--out", str(f)]) == 2
     assert f"vivit-edu: error: --out {f}: a file, not a folder; vivit-edu data writes ucf101/ and rldd/ into a folder" in capsys.readouterr().err
@@ -339,7 +340,7 @@ def test_skipped_video_is_one_plain_line(folder, tmp_path):
 def test_resume_on_another_data_folder_warns(folder, tmp_path, capsys):
     "run.json records the data folder; --resume from another one (same classes) goes on with a warning naming both."
     import shutil
-    from vivit_edu.experiments import main
+    from vivit_edu.cli import main
     out = tmp_path / "run"
     args = lambda data: train_cmd(data, out, "--resume")[3:]                 # in this process: `vivit-edu train ...`
     assert main(args(folder)) == 0
@@ -357,7 +358,7 @@ def test_resume_on_another_data_folder_warns(folder, tmp_path, capsys):
 def test_torchrun_resume_on_another_data_folder_warns_once(folder, tmp_path):
     "Under torchrun only rank 0 prints the moved-data warning."
     import shutil
-    from vivit_edu.experiments import main
+    from vivit_edu.cli import main
     out, moved = tmp_path / "run", shutil.copytree(folder, tmp_path / "moved")
     assert main(train_cmd(folder, out)[3:]) == 0
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", *train_cmd(moved, out, "--resume")[1:]])
@@ -377,7 +378,7 @@ def test_image_weights_case3_under_torchrun(folder, tmp_path):
     (tmp_path / "vit").mkdir(); save_file(tm.state_dict(), tmp_path / "vit" / "model.safetensors")
     out = tmp_path / "run"
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vivit_edu", "train",
-             str(folder), "--image-weights", str(tmp_path / "vit"), "--case", "case3", "--epochs", "2", "--batch-size", "6",
+             str(folder), "--image-weights", str(tmp_path / "vit"), "--heads", "2", "--case", "case3", "--epochs", "2", "--batch-size", "6",
              "--no-augment", "--num-workers", "0", "--device", "cpu", "--quiet", "--out-dir", str(out)])
     assert p.stdout.count("initialised from the image model") == 1, p.stdout          # rank 0 says it once
     h, w, spec = result(out)
@@ -386,7 +387,7 @@ def test_image_weights_case3_under_torchrun(folder, tmp_path):
     for k, v in img.blocks[1].items(): assert torch.equal(w[f"spatial.blocks.1.{k}"], v), k     # frozen: still the image model's
     assert torch.equal(w["spatial.norm.weight"], img.norm["weight"])
     torch.manual_seed(0)
-    from vivit_edu.cli import RunSpec
+    from vivit_edu.train import RunSpec
     fresh = RunSpec.load(out).build().state_dict()                                     # same seed, same initial new layers
     assert not torch.equal(w["temporal.blocks.0.attn.qkv.weight"], fresh["temporal.blocks.0.attn.qkv.weight"])   # trained
     (tmp_path / "vit" / "model.safetensors").unlink()

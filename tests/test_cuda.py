@@ -154,7 +154,8 @@ def test_compiled_training_step_matches_eager():
 
 
 def test_train_command_on_gpu_with_amp(tmp_path):
-    from vivit_edu.cli import make_example_folder, load_run
+    from vivit_edu.data.datasets import make_example_folder
+    from vivit_edu.train import load_run
     folder = make_example_folder(tmp_path / "clips", videos_per_class=6)
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "vivit_edu", "train", str(folder), "--device", str(DEV.type), "--amp", "bf16",
@@ -170,7 +171,7 @@ def test_torchrun_backend_on_gpu(tmp_path):
     "Under torchrun on a GPU the process group is NCCL (one process: one GPU is all this check needs)."
     backend = "nccl" if DEV.type == "cuda" else "gloo"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1", "-m",
-                        "vivit_edu.distributed", "--demo", "--device", DEV.type, "--quiet", "--epochs", "2",
+                        "vivit_edu", "ddp-demo", "--device", DEV.type, "--quiet", "--epochs", "2",
                         "--out-dir", str(tmp_path / "ddp")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"world_size=1 backend={backend}" in p.stdout, p.stdout

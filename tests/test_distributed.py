@@ -16,9 +16,9 @@ EPOCHS = 3
 
 
 def torchrun(out_dir, *args, nproc=2, check=True):
-    "Run `python -m vivit_edu.distributed --demo` under torchrun with `nproc` CPU processes."
+    "Run `python -m vivit_edu ddp-demo` under torchrun with `nproc` CPU processes."
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "vivit_edu.distributed", "--demo", "--device", "cpu", "--quiet", "--out-dir", str(out_dir), *args]
+           "-m", "vivit_edu", "ddp-demo", "--device", "cpu", "--quiet", "--out-dir", str(out_dir), *args]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if check and p.returncode: raise AssertionError(f"torchrun failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-5000:]}")
     return p
@@ -26,12 +26,15 @@ def torchrun(out_dir, *args, nproc=2, check=True):
 
 def single_process(*args):
     "The same demo in this process (no torchrun): plain `fit` with the same config and global batch."
-    from vivit_edu.distributed import demo_args, demo_config, demo_data, demo_model
+    from vivit_edu.cli import build_parser
+    from vivit_edu.distributed import demo_config, demo_data, demo_model
     from vivit_edu.train import fit
     torch.set_num_threads(1)
-    a = demo_args(["--demo", "--quiet", "--epochs", str(EPOCHS), *args])
+    a = build_parser().parse_args(["ddp-demo", "--quiet", "--epochs", str(EPOCHS), *args])     # the command's defaults
     model = demo_model(seed=a.seed)
-    h = fit(model, demo_data(a.n_train, seed=a.seed), demo_data(a.n_val, seed=a.seed + 1), demo_config(a, "cpu"))
+    h = fit(model, demo_data(a.n_train, seed=a.seed), demo_data(a.n_val, seed=a.seed + 1),
+            demo_config(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, grad_accum=a.grad_accum, optimizer=a.optimizer,
+                        seed=a.seed, device="cpu", quiet=True))
     return h, model.state_dict()
 
 

@@ -8,7 +8,8 @@ import torch
 
 from vivit_edu.core import count_parameters
 from vivit_edu.data.synthetic import make_embedded_dataset, make_embedded_rldd
-from vivit_edu.experiments import (ExperimentConfig, main, run_experiments, summarise_table1, vivit, nl_resnet50)
+from vivit_edu.experiments import (ExperimentConfig, run_experiments, summarise_table1, vivit, nl_resnet50)
+from vivit_edu.cli import main
 
 TINY = dict(epochs=1, nl_epochs=1, finetune_epochs=1, max_train_batches=2, seeds=(0,), finetune_seeds=(0,))
 

@@ -76,7 +76,7 @@ def test_bad_frames_and_settings(model):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "vivit_edu.inference", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "vivit_edu", "predict", *map(str, args)], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
 
 
@@ -108,7 +108,7 @@ def test_cli_bad_inputs(video_file, weights, tmp_path):
     assert r.returncode != 0 and "none.safetensors" in r.stderr
     short = write_video(tmp_path / "short.avi", np.zeros((4, 60, 80, 3), np.uint8))
     r = cli(short, "--weights", weights, "--num-classes", 8)
-    assert r.returncode == 0 and "fewer than one window" in r.stderr
+    assert r.returncode == 1 and "fewer than one window" in r.stderr              # no prediction: a failure (issue 18)
 
 
 def test_cli_non_local_resnet(video_file, tmp_path):

@@ -43,8 +43,10 @@ def test_timm_safetensors_file_matches_timm(tmp_path):
     save_file(tm.state_dict(), tmp_path / "model.safetensors")
     img = read_image_vit(tmp_path)                                  # a timm model folder, as the Hub stores it
     assert (img.dim, img.depth, img.heads, img.eps, img.gelu) == (128, 2, None, 1e-6, "none")
-    m = vivit_from_image(tmp_path / "model.safetensors", frames=4, num_classes=3).eval()
-    assert m.cfg.heads == 2                                         # D/64 when the file does not say
+    with pytest.raises(ValueError, match="do not say how many attention heads"):       # no guess (ViT-H has 80-wide heads)
+        vivit_from_image(tmp_path / "model.safetensors", frames=4, num_classes=3)
+    m = vivit_from_image(tmp_path / "model.safetensors", heads=2, frames=4, num_classes=3).eval()
+    assert m.cfg.heads == 2
     with torch.no_grad():
         torch.testing.assert_close(spatial_cls(m, CLIP), per_centre_frame(lambda x: tm.forward_features(x)[:, 0], CLIP), atol=1e-5, rtol=0)
 

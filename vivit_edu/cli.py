@@ -1,4 +1,4 @@
-"""One command that trains a ViViT or a Non-local ResNet-50 on a folder of videos, on a CPU, one GPU or many (torchrun), resumes after a crash, and leaves a run folder that `vivit-edu predict` can use.
+"""One front door: every command of the package (`demo`, `experiment`, `data`, `train`, `predict`, `ddp-demo`, `check-data`) reads its options and calls one library function, which Python code calls the same way.
 
 Docs: https://vivit-edu.github.io/vivit_edu/cli.html.md"""
 
@@ -6,205 +6,64 @@ Docs: https://vivit-edu.github.io/vivit_edu/cli.html.md"""
 
 # %% ../nbs/14_cli.ipynb #1d4a1079
 from __future__ import annotations
-import argparse, json, os, sys, warnings
-from dataclasses import dataclass, field, asdict, fields
+import argparse, os, shutil, sys, warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
-import numpy as np
 import torch
-from torch import nn
-from .core import count_parameters, format_count
-from .data.datasets import UCF101, VideoFolder, UniformSampler, video_transform, VIDEO_EXTENSIONS
-from .train import (TrainConfig, History, OPTIMIZERS, AMP_MODES, load_weights, read_weights, find_checkpoint,
-                             is_main_process, CKPT_WEIGHTS, CKPT_STATE)
-from .finetune import CASES, apply_case, _classifier
-from .distributed import init_distributed, fit_distributed, cleanup_distributed, barrier
+from .data.datasets import BadVideoWarning, check_data
+from .data.synthetic import make_embedded_dataset, make_embedded_rldd
+from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint
+from .finetune import CASES
+from .distributed import train_folder, ddp_demo, cleanup_distributed
+from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, run_experiments
+from .inference import predict_video, load_model, read_class_names, _model_config
 
 # %% auto #0
-__all__ = ['RUN_FILE', 'MODEL_KINDS', 'RunSpec', 'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder',
-           'add_train_arguments', 'preset_input', 'spec_from_args', 'train_main', 'load_run', 'init_from',
-           'image_model_options', 'init_from_image']
+__all__ = ['COMMANDS', 'add_train_arguments', 'add_predict_arguments', 'add_experiment_arguments', 'add_ddp_demo_arguments',
+           'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #3a88b938
-RUN_FILE = "run.json"
-MODEL_KINDS = ("vivit", "nonlocal")
+# %% ../nbs/14_cli.ipynb #7d786cc8
+_PACKAGE = Path(__file__).resolve().parent if "__file__" in globals() else None   # (None in the notebook: no such lines)
 
-def _size(v) -> int | tuple:
-    "An int short side, or an (H, W) tuple."
-    if isinstance(v, (list, tuple)):
-        if len(v) == 1: return int(v[0])
-        if len(v) != 2: raise ValueError(f"size must be one number (short side) or (H, W), got {v!r}")
-        return (int(v[0]), int(v[1]))
-    return int(v)
+@contextmanager
+def _plain_warnings():
+    "While the command runs, the package's warnings are one line each (`vivit-edu: warning: ...`, from rank 0 only); others keep Python's format."
+    python_format = warnings.formatwarning
+    def format_warning(message, category, filename, lineno, line=None):
+        ours = issubclass(category, BadVideoWarning) or (_PACKAGE is not None and Path(filename).resolve().is_relative_to(_PACKAGE))
+        if not ours: return python_format(message, category, filename, lineno, line)
+        if int(os.environ.get("RANK", "0")) != 0: return ""         # under torchrun every rank would say it: rank 0 tells
+        if issubclass(category, BadVideoWarning) and getattr(message, "path", ""):
+            return f"vivit-edu: warning: skipped {message.path}: {message.why}\n"
+        return f"vivit-edu: warning: {message}\n"
+    warnings.formatwarning = format_warning
+    try: yield
+    finally: warnings.formatwarning = python_format
 
-@dataclass
-class RunSpec:
-    "What a trained model needs to be rebuilt and fed: its builder and options, class names, clip format."
-    model: str = "vivit" # "vivit" (`vivit()`) or "nonlocal" (`nl_resnet50()`)
-    preset: str = "tiny" # the builder's preset
-    options: dict = field(default_factory=dict) # other builder keywords, e.g. variant, pool, dim
-    classes: list = field(default_factory=list) # class names in label order
-    frames: int = 8 # T, frames per clip
-    size: int | tuple = (32, 32) # resize: (H, W), or the short side (then `crop` is needed)
-    crop: int | None = None # square crop after resizing (random in training, centre otherwise); None: no crop
-    finetune: dict = field(default_factory=dict) # how training started: {"init": weights it started from, "case": ...}
-    data: dict = field(default_factory=dict) # the folders it trains on: {"train": ..., "val": ... or None}, absolute paths
-
-    def __post_init__(self):
-        if self.model not in MODEL_KINDS: raise ValueError(f"RunSpec.model={self.model!r}: use one of {MODEL_KINDS}")
-        self.size, self.classes = _size(self.size), list(self.classes)
-        if isinstance(self.size, int) and self.crop is None:
-            raise ValueError(f"RunSpec.size={self.size} is a short side, so clips would differ in width: give a crop, "
-                             f"or size=(H, W)")
-        if self.frames < 1: raise ValueError(f"RunSpec.frames={self.frames}: must be at least 1")
-
-    @property
-    def image_size(self) -> tuple:
-        "(H, W) of the clips the model sees."
-        return (self.crop, self.crop) if self.crop else self.size
-
-    def build(self) -> nn.Module:
-        "A freshly initialised model for these classes and this clip format."
-        if not self.classes: raise ValueError("RunSpec.classes is empty: the model needs at least one class")
-        kw = dict(self.options, num_classes=len(self.classes), frames=self.frames, image_size=self.image_size)
-        if self.model == "vivit":
-            from vivit_edu.models.vivit import vivit
-            return vivit(preset=self.preset, **kw)
-        from vivit_edu.models.resnet_nl import nl_resnet50
-        return nl_resnet50(preset=self.preset, **kw)
-
-    def transform(self, *, train: bool, flip: bool = False, uint8: bool = False):
-        "uint8 (T, H, W, C) frames -> the model's float (C, T, H, W) clip (random crop and flips only when `train`)."
-        return video_transform(train=train, size=self.size, crop=self.crop, flip=flip, uint8=uint8)  # uint8: see lesson 03
-
-    def save(self, folder) -> Path:
-        "Write `folder/run.json` atomically."
-        path = Path(folder) / RUN_FILE; path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{RUN_FILE}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n"); os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, folder) -> RunSpec:
-        "Read `folder/run.json` (or the file itself), naming the file in any error."
-        path = Path(folder)
-        if not path.exists(): raise FileNotFoundError(f"{path}: no such run folder")
-        path = path / RUN_FILE if path.is_dir() else path
-        if not path.is_file(): raise FileNotFoundError(f"{path}: no such run file (is {path.parent} a vivit-edu train run folder?)")
-        try: d = json.loads(path.read_text())
-        except ValueError as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of run settings, got a {type(d).__name__}")
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}")
-        try: return cls(**d)
-        except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from e  # e.g. "frames": "8" or size [1, 2, 3]
-
-# %% ../nbs/14_cli.ipynb #295e2ef5
-def split_videos(labels: Sequence[int], # the class of each video
-                 fraction: float = 0.2, # share of each class held out
-                 seed: int = 0,
-                ) -> tuple[list[int], list[int]]: # (train, validation) video indices, sorted
-    "Stratified split: round(fraction * n) videos of each class (at least one when it has two or more) to validation."
-    if not 0 < fraction < 1: raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
-    rng, labels = np.random.default_rng(seed), np.asarray(labels)
-    val = []
-    for k in np.unique(labels):
-        idx = np.flatnonzero(labels == k)
-        n = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
-        val += rng.choice(idx, n, replace=False).tolist()
-    val = sorted(val)
-    return sorted(set(range(len(labels))) - set(val)), val
-
-# %% ../nbs/14_cli.ipynb #ad67062d
-def is_ucf101_root(root) -> bool:
-    "True for a folder in UCF101's layout (UCF-101/ and ucfTrainTestlist/)."
-    return (Path(root) / "UCF-101").is_dir() and (Path(root) / "ucfTrainTestlist").is_dir()
-
-def _keep(ds: VideoFolder, idx: Sequence[int]) -> VideoFolder:
-    "`ds` restricted to the videos `idx` (in place)."
-    ds.records = [ds.records[i] for i in idx]
-    return ds
-
-def _check_classes(ds: VideoFolder, root):
-    "Refuse a folder a classifier cannot learn from: a class folder without one usable video, or fewer than two classes."
-    have, skipped = {r.label for r in ds.records}, {}
-    for p, _ in ds.skipped: skipped[Path(p).parent.name] = skipped.get(Path(p).parent.name, 0) + 1
-    empty = [f"{c}/ ({skipped[c]} file(s) skipped, named in the warnings above)" if c in skipped else
-             f"{c}/ (no {'/'.join(VIDEO_EXTENSIONS)} files)" for k, c in enumerate(ds.classes) if k not in have]
-    if empty: raise ValueError(f"{root}: class folder(s) without a usable video: {', '.join(empty)}; "
-                               "add videos or move the folder(s) out (every class folder becomes an output of the model)")
-    if len(ds.classes) < 2:
-        raise ValueError(f"{root}: only one class folder ({ds.classes[0]}/); a classifier needs at least two classes")
-
-def clip_datasets(data, # a folder of class folders, or a UCF101 root
-                  spec: RunSpec, # clip format (frames, size, crop); its `classes` are ignored
-                  *, val=None, # a validation folder with the same class folders; None: split `data`
-                  val_fraction: float = 0.2, # share of each class held out when `val` is None
-                  seed: int = 0, # the split's seed
-                  augment: bool = True, # random frames and crops in training
-                  flip: bool = False, # random horizontal flips in training (only if mirroring keeps the label)
-                  fold: int = 1, # UCF101 official split
-                  index_workers: int = 4, # threads probing the files once (then cached)
-                  uint8: bool = False, # clips stay uint8 until the device (4x fewer bytes through the DataLoader)
-                 ) -> tuple:
-    "(train, validation, class names): training and validation clip datasets of a folder."
-    data = Path(data)
-    if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
-    if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
-    if val is not None and not Path(val).is_dir(): raise FileNotFoundError(f"{val}: no such validation folder")
-    tf_train, tf_val = spec.transform(train=augment, flip=flip and augment, uint8=uint8), spec.transform(train=False, uint8=uint8)
-    sampler = lambda train: UniformSampler(spec.frames, jitter=train and augment)
-    if is_ucf101_root(data):
-        kw = dict(protocol="official", fold=fold, workers=index_workers)
-        tr = UCF101(data, split="train", transform=tf_train, sampler=sampler(True), **kw)
-        va = UCF101(data, split="test", transform=tf_val, sampler=sampler(False), **kw)
-        return tr, va, tr.classes
-    tr = VideoFolder(data, sampler=sampler(True), transform=tf_train, workers=index_workers)
-    _check_classes(tr, data)
-    if val is not None:
-        va = VideoFolder(val, sampler=sampler(False), transform=tf_val, workers=index_workers)
-        if va.classes != tr.classes:
-            raise ValueError(f"{val}: its class folders {va.classes} differ from those of {data}: {tr.classes}")
-        return tr, va, tr.classes
-    if len(tr.records) < 2: raise ValueError(f"{data}: {len(tr.records)} usable video(s); need at least 2 to split off validation")
-    t_idx, v_idx = split_videos([r.label for r in tr.records], val_fraction, seed)
-    with warnings.catch_warnings():                  # the second index of the same folder: skipped files were reported once
-        warnings.simplefilter("ignore")
-        va = VideoFolder(data, sampler=sampler(False), transform=tf_val, workers=index_workers)
-    return _keep(tr, t_idx), _keep(va, v_idx), tr.classes
-
-# %% ../nbs/14_cli.ipynb #01e02a2a
-def make_example_folder(root, # folder to create (class sub-folders are written into it)
-                        classes: Sequence[str] = ("FadeIn", "MoveRight", "ZoomIn"), # embedded-dataset actions
-                        videos_per_class: int = 8,
-                        seed: int = 0,
-                       ) -> Path:
-    "A small clip folder (root/<class>/<video>.avi) drawn by the embedded dataset's generator; every video has its own scene."
-    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip
-    from vivit_edu.data.video import write_video
-    root, cfg = Path(root), EmbeddedConfig(seed=seed)
-    for action in classes:
-        if action not in cfg.classes: raise ValueError(f"unknown action {action!r}: use some of {list(cfg.classes)}")
-        for i in range(videos_per_class):
-            g, c = 1000 + len(cfg.classes) * i + cfg.classes.index(action), 1      # a scene no other video shares
-            path = root / action / f"{action.lower()}_{i:03d}.avi"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists(): write_video(path, embedded_clip(cfg, action, g, c), fps=cfg.fps)
-    return root
+def _check_data_out(base: Path):
+    "`vivit-edu data --out`: a folder, new or existing (ucf101/ and rldd/ are written into it), not a file."
+    have = next(p for p in (base, *base.parents) if p.exists())          # the part of the path already there
+    if not have.is_dir():
+        raise FileExistsError(f"--out {base}: {'a file' if have == base else f'{have} is a file'}, not a folder; vivit-edu data "
+                              "writes ucf101/ and rldd/ into a folder, new or existing (datasets it wrote there before are reused)")
+    for sub in ("ucf101", "rldd"):
+        if (base / sub).exists() and not (base / sub).is_dir():
+            raise FileExistsError(f"--out {base}: {base / sub} is a file, but vivit-edu data writes the folder {sub}/ there; "
+                                  "move the file or choose another --out")
 
 # %% ../nbs/14_cli.ipynb #7da6b4a0
 def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "The options of `vivit-edu train`."
+    "The options of `vivit-edu train`: the keywords of `train_folder` (`--no-augment` is `augment=False`)."
     p.add_argument("data", help="folder of class folders (root/<class>/<video>), or a UCF101 root")
     p.add_argument("--val", help="validation folder with the same class folders (default: hold out --val-fraction of each class)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--split-seed", type=int, default=0, help="seed of the validation split (fixed while --seed varies)")
     p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="UCF101 official split (UCF101 roots only)")
-    p.add_argument("--model", default="vivit", choices=MODEL_KINDS)
-    p.add_argument("--preset", default="tiny", help="vivit: tiny, small, base, paper; nonlocal: tiny, kinetics, paper")
+    p.add_argument("--model", choices=MODEL_KINDS, help="default: vivit (with --resume, every option not given is the run's)")
+    p.add_argument("--preset", help="vivit: tiny (default), small, base, paper; nonlocal: tiny, kinetics, paper")
     p.add_argument("--variant", help="vivit: model1..model4 or a name (default: factorised_encoder); nonlocal: c2d or i3d")
     p.add_argument("--pool", choices=["cls", "mean"], help="vivit: classify from the CLS token or the mean token")
-    p.add_argument("--temporal-pos", action="store_true", help="vivit: learned frame positions before the temporal encoder")
+    p.add_argument("--temporal-pos", action="store_true", default=None, help="vivit: learned frame positions before the temporal encoder")
     p.add_argument("--frames", type=int, help="T, frames per clip (default: the preset's)")
     p.add_argument("--size", type=int, nargs="+", help="resize frames to H W, or to a short side N (needs --crop); default: the preset's H W")
     p.add_argument("--crop", type=int, help="square crop after resizing (random in training)")
@@ -227,253 +86,202 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--init", help="fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file")
     p.add_argument("--image-weights", help="start from an image model's weights (file or model folder): a ViT for vivit "
                    "(torchvision, timm, transformers, Google .npz; lesson 17), a torchvision ResNet-50 for nonlocal")
-    p.add_argument("--embed-init", default="central", choices=["central", "average"],
-                   help="vivit with --image-weights: tubelet kernel from the patch kernel (lesson 17)")
+    p.add_argument("--embed-init", choices=["central", "average"],
+                   help="vivit with --image-weights: tubelet kernel from the patch kernel (default central; lesson 17)")
+    p.add_argument("--heads", type=int, help="vivit with --image-weights: the ViT's attention heads, when its file does not say "
+                   "(torchvision and timm files; ViT-B/16: 12)")
     p.add_argument("--case", choices=list(CASES), help="with --init or --image-weights: which layers train (the paper's cases; default case1, all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available; under torchrun: the LOCAL_RANK GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--out-dir", default="runs/train", help="run folder: run.json, last/, best/, history.csv, curves.png")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last if it exists")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last if it exists; options not given are the run's")
     p.add_argument("--stop-after", type=int, help="stop after this many epochs in all (the schedule still spans --epochs)")
     p.add_argument("--max-train-batches", type=int, help="cut epochs short (quick tries)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     return p
 
-def preset_input(model: str, preset: str) -> tuple[int, tuple]:
-    "(T, (H, W)): the clip format a preset is made for."
-    if model == "vivit":
-        from vivit_edu.models.vivit import vivit_config
-        c = vivit_config(preset=preset)
+def add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The options of `vivit-edu predict`: `predict_video`'s, and `load_model`'s for weights without a run folder."
+    p.add_argument("video")
+    p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
+    p.add_argument("--checkpoint", default=None, help="with --run: best (default), last, or a checkpoint folder of that run")
+    p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
+    p.add_argument("--model", default="vivit", choices=["vivit", "nonlocal", "nl_resnet50"], help="nonlocal = nl_resnet50")
+    p.add_argument("--preset", default="tiny"); p.add_argument("--variant", default="factorised_encoder", help="ViViT Model 1-4")
+    p.add_argument("--num-classes", type=int, default=None, help="needed without --run"); p.add_argument("--classes", default=None, help="names: a,b,c or a file")
+    p.add_argument("--frames", type=int, default=None, help="T (default: the preset's)")
+    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the preset's)")
+    p.add_argument("--size", type=int, default=None, help="resize the short side to this before cropping")
+    p.add_argument("--hop", type=int, default=4); p.add_argument("--stride", type=int, default=1)
+    p.add_argument("--topk", type=int, default=5); p.add_argument("--smooth", type=int, default=1)
+    p.add_argument("--max-frames", type=int, default=None); p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: leave torch's default)")
+    p.add_argument("--compile", action="store_true"); p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true"); p.add_argument("--quiet", action="store_true", help="only the summary")
+    return p
+
+def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The options of `vivit-edu experiment`: the fields of `ExperimentConfig`."
+    p.add_argument("--ucf101", help="UCF101 folder holding UCF-101/ and ucfTrainTestlist/ (default: embedded data)")
+    p.add_argument("--rldd", help="UTA-RLDD folder holding the FoldN_partM folders (default: embedded data)")
+    p.add_argument("--preset", default="paper", choices=list(EXPERIMENT_PRESETS))
+    p.add_argument("--protocol", default="paper", choices=["paper", "official"])
+    p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="official split (with --protocol official)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
+    for name, kind in (("epochs", int), ("nl-epochs", int), ("finetune-epochs", int), ("batch-size", int), ("lr", float), ("finetune-lr", float),
+                       ("frames", int), ("crop", int), ("per-class", int), ("max-train-batches", int)):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--finetune-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--uint8-clips", action="store_true", help="loaders hand over uint8 clips, normalised on the device (faster on a GPU)")
+    p.add_argument("--no-nonlocal", action="store_true", help="skip the Non-local ResNet-50")
+    p.add_argument("--no-shuffled", action="store_true", help="skip the frame-shuffled ViViT baseline")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--out", help="report folder (default: reports/<preset>)")
+    return p
+
+def add_ddp_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The options of `vivit-edu ddp-demo`: the keywords of `ddp_demo`."
+    p.add_argument("--epochs", type=int, default=3); p.add_argument("--batch-size", type=int, default=8, help="global batch")
+    p.add_argument("--lr", type=float, default=3e-3); p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    p.add_argument("--n-train", type=int, default=64); p.add_argument("--n-val", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0); p.add_argument("--device", default=None, help="cpu, cuda (default: best)")
+    p.add_argument("--out-dir", default=None, help="checkpoints, history.csv (written by rank 0)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs in all")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return p
+
+class _OneLineHelp(argparse.HelpFormatter):
+    "Room for each sub-command's name and help on one line of `vivit-edu --help`."
+    def __init__(self, prog):
+        super().__init__(prog, width=max(100, shutil.get_terminal_size().columns - 2))
+        self._action_max_length = 16                                   # names up to 12 characters fit beside their help
+
+def build_parser() -> argparse.ArgumentParser:
+    "The `vivit-edu` command: one sub-command per entry function, one line of help each."
+    p = argparse.ArgumentParser(prog="vivit-edu", formatter_class=_OneLineHelp,
+                                description="Video classification with attention (ViViT, Non-local ResNet-50): the paper's "
+                                "experiments, training on your own clips, predictions. Every command also runs under torchrun: "
+                                "torchrun ... -m vivit_edu COMMAND ...")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = sub.add_parser("demo", help="both tables on the embedded data, on CPU, in minutes (run_experiments)")
+    d.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
+    d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadiest on a shared machine)")
+    add_experiment_arguments(sub.add_parser("experiment", help="the real experiment: datasets, --preset paper, a GPU (run_experiments)"))
+    g = sub.add_parser("data", help="generate the embedded datasets, print where they are (make_embedded_dataset)")
+    g.add_argument("--out", help="parent folder (default: the package cache)")
+    add_train_arguments(sub.add_parser("train", help="train on a folder of class folders into a run folder (train_folder)"))
+    add_predict_arguments(sub.add_parser("predict", help="sliding-window predictions on a video file (predict_video)"))
+    add_ddp_demo_arguments(sub.add_parser("ddp-demo", help="a tiny model on generated tensors, to try torchrun (ddp_demo)"))
+    c = sub.add_parser("check-data", help="scan a dataset folder, one line per bad video file (check_data)")
+    c.add_argument("folder", help="a folder of class folders, a UCF101 root or a UTA-RLDD folder")
+    c.add_argument("--min-frames", type=int, default=8, help="fewer decodable frames than this: too short (default 8)")
+    c.add_argument("--min-size", type=int, default=16, help="frames smaller than this on a side are bad (default 16)")
+    c.add_argument("--workers", type=int, default=4, help="files checked at once")
+    p.commands = sub.choices                                       # name -> its parser (for errors in its own usage)
+    return p
+
+# %% ../nbs/14_cli.ipynb #30dc9425
+def _demo(a) -> int:
+    if a.threads: torch.set_num_threads(a.threads)
+    run_experiments(ExperimentConfig(preset="demo", device="cpu", out_dir=a.out)); return 0
+
+def _experiment(a) -> int:
+    if a.threads: torch.set_num_threads(a.threads)
+    for name in ("ucf101", "rldd"):
+        v = getattr(a, name)
+        if v is not None and not Path(v).is_dir(): raise FileNotFoundError(f"--{name} {v}: no such folder")
+    run_experiments(ExperimentConfig(
+        ucf101_root=a.ucf101, rldd_root=a.rldd, preset=a.preset, protocol=a.protocol, fold=a.fold, device=a.device, epochs=a.epochs,
+        nl_epochs=a.nl_epochs, finetune_epochs=a.finetune_epochs, batch_size=a.batch_size, lr=a.lr, finetune_lr=a.finetune_lr,
+        frames=a.frames, crop=a.crop, per_class=a.per_class, max_train_batches=a.max_train_batches, seeds=a.seeds,
+        finetune_seeds=a.finetune_seeds, num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
+        shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips))
+    return 0
+
+def _data(a) -> int:
+    base = Path(a.out) if a.out else None
+    if base is not None: _check_data_out(base)
+    ucf = make_embedded_dataset(None if base is None else base / "ucf101")
+    rldd = make_embedded_rldd(None if base is None else base / "rldd")
+    print(f"UCF101 layout: {ucf}\nUTA-RLDD layout: {rldd}"); return 0
+
+def _train(a) -> int:
+    kw = {k: v for k, v in vars(a).items() if k not in ("command", "data", "no_augment")}
+    train_folder(a.data, augment=not a.no_augment, **kw); return 0
+
+def _check_data(a) -> int:
+    r = check_data(a.folder, min_frames=a.min_frames, min_size=a.min_size, workers=a.workers,
+                   on_bad=lambda path, why: print(f"{path}: {why}", flush=True))
+    print(r.summary(), flush=True); return 1 if r.bad else 0
+
+def _print_prediction(p):
+    print(f"frame {p.frame:6d}  {p.time_s:8.2f} s  " + "  ".join(f"{n} {v:.3f}" for n, v in p.topk), flush=True)
+
+def _predict(a) -> int:
+    for name in ("frames", "size", "image_size", "max_frames", "hop", "stride", "topk", "smooth"):
+        v = getattr(a, name)
+        if v is not None and v < 1: raise ValueError(f"--{name.replace('_', '-')} {v}: must be at least 1")
+    if a.threads < 0: raise ValueError(f"--threads {a.threads}: must be at least 0 (0: torch's default)")
+    if not Path(a.video).exists(): raise FileNotFoundError(f"{a.video}: no such video file")
+    if not Path(a.video).is_file(): raise ValueError(f"{a.video}: a folder, not a video file")
+    if a.run is not None:                                              # predict_video reads the run's model and clip format
+        weights = run_checkpoint(a.run, a.checkpoint or "best")
+        fell_back = (a.checkpoint or "best") == "best" and weights.parent.name != "best"
+        print(f"vivit-edu predict: weights {weights}" + (" (the run has no best/ checkpoint, which only validation writes)"
+              if fell_back else ""), file=sys.stderr, flush=True)
+        model, crop, a.checkpoint = a.run, a.image_size, str(weights)
     else:
-        from vivit_edu.models.resnet_nl import NL_PRESETS
-        if preset not in NL_PRESETS: raise ValueError(f"unknown nonlocal preset {preset!r}: use one of {list(NL_PRESETS)}")
-        c = NL_PRESETS[preset]
-    return c.frames, tuple(c.image_size)
+        model = load_model(a.weights, num_classes=a.num_classes, model=a.model, preset=a.preset, variant=a.variant,
+                           frames=a.frames, image_size=a.image_size)
+        crop = a.image_size or (getattr(_model_config(model), "image_size", None) if a.size else None)  # --size: then crop
+    res = predict_video(a.video, model, checkpoint=a.checkpoint or "best", max_frames=a.max_frames,
+                        on_prediction=None if a.quiet else _print_prediction, frames=a.frames, size=a.size, crop=crop,
+                        class_names=read_class_names(a.classes), hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth,
+                        device=a.device, threads=a.threads or None, compile=a.compile, channels_last=a.channels_last, bf16=a.bf16)
+    if not res.predictions:                                            # nothing to show: say why, and fail
+        print(f"vivit-edu: warning: {a.video}: {res.stats.frames} frame(s) decode, fewer than one window ({res.window} frames): "
+              "no prediction", file=sys.stderr, flush=True)
+        return 1
+    name, p = res.top()
+    print(f"{a.video}: {name} {p:.3f} (mean probability over {len(res.predictions)} windows)", flush=True)
+    print(res.stats.summary(), flush=True); return 0
 
-def spec_from_args(a: argparse.Namespace, classes: Sequence[str] = ()) -> RunSpec:
-    "The `RunSpec` that the command line describes (frames and size default to the preset's)."
-    opts = {k: v for k, v in dict(variant=a.variant, pool=a.pool).items() if v is not None}
-    if a.temporal_pos: opts["temporal_pos"] = True
-    if a.model == "nonlocal" and (a.pool or a.temporal_pos):
-        raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
-    if a.image_weights and a.init:
-        raise ValueError("--image-weights and --init both give the starting weights: use --init to go on from a video run, "
-                         "--image-weights to start from an image model")
-    if a.case and not (a.init or a.image_weights):
-        raise ValueError("--case freezes layers of a pretrained model: give --init (a video run) or --image-weights (an image model)")
-    ft = dict(init=str(Path(a.init).resolve()), case=a.case or "case1") if a.init else {}
-    if a.image_weights:                                               # read now: a wrong file fails before any indexing
-        ft = dict(image_weights=str(Path(a.image_weights).expanduser().resolve()), embed_init=a.embed_init, case=a.case or "case1")
-        opts |= image_model_options(a.model, ft["image_weights"])
-    data = dict(train=str(Path(a.data).resolve()), val=str(Path(a.val).resolve()) if a.val else None)
-    if a.crop and not a.size: raise ValueError("--crop needs --size (what the frames are resized to before cropping)")
-    frames, size = preset_input(a.model, a.preset)
-    return RunSpec(model=a.model, preset=a.preset, options=opts, classes=list(classes), frames=a.frames or frames,
-                   size=_size(a.size) if a.size else size, crop=a.crop, finetune=ft, data=data)
+def _ddp_demo(a) -> int:
+    ddp_demo(**{k: v for k, v in vars(a).items() if k != "command"}); return 0
 
-def _check_resume(out: Path, spec: RunSpec) -> str:
-    "Refuse to resume a run folder whose run.json describes another model or clip format; warn ('' if not) if its data folders moved."
-    if not (out / RUN_FILE).exists(): return ""
-    old = RunSpec.load(out)
-    diff = {k: (getattr(old, k), getattr(spec, k)) for k in asdict(spec) if k != "data" and getattr(old, k) != getattr(spec, k)}
-    if diff: raise ValueError(f"{out / RUN_FILE}: cannot resume with another model or clip format: " +
-                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
-    names, held_out = dict(train="data folder", val="validation folder"), "none (held out of the data folder)"
-    moved = [f"{what} {old.data.get(k) or held_out} -> {spec.data.get(k) or held_out}" for k, what in names.items()
-             if old.data and old.data.get(k) != spec.data.get(k)]      # no old.data: a run.json that predates the field
-    if not moved: return ""
-    return (f"vivit-edu: warning: resuming {out} on other data than it was trained on: {'; '.join(moved)} (same class "
-            f"names, so training goes on; {out / RUN_FILE} now names the new folder)")
+COMMANDS = {"demo": _demo, "experiment": _experiment, "data": _data, "train": _train, "predict": _predict, "ddp-demo": _ddp_demo,
+            "check-data": _check_data}
 
-def _check_resumable(out: Path):
-    "Before any work: --resume must be able to read OUT_DIR's run.json and its last checkpoint, else fail naming the file."
-    if (out / RUN_FILE).exists(): RunSpec.load(out)                # unreadable: a ValueError naming run.json
-    ck = find_checkpoint(out / "last")
-    if ck is None: return                                          # nothing saved yet: --resume starts afresh
-    hint = (f"; {out / 'best'} holds a checkpoint too: copy it over {ck} to resume from there"
-            if find_checkpoint(out / "best") else "") + f"; or delete {ck} to start the run again"
-    try:
-        from safetensors import safe_open
-        with safe_open(str(ck / CKPT_WEIGHTS), "pt") as f: f.keys()       # the header, without reading the tensors
-    except Exception as e:
-        raise ValueError(f"{ck / CKPT_WEIGHTS}: cannot resume, the weights do not load ({type(e).__name__}: {e}){hint}") from e
-    try: torch.load(ck / CKPT_STATE, map_location="cpu", weights_only=True, mmap=True)   # mapped, not read: cheap
-    except Exception as e:
-        why = (str(e).strip() or "no message").splitlines()[0].split(". ")[0]      # torch's messages run on
-        raise ValueError(f"{ck / CKPT_STATE}: cannot resume, the training state does not load ({type(e).__name__}: {why}){hint}") from e
+def _usage_errors(p: argparse.ArgumentParser, a: argparse.Namespace):
+    "Option combinations argparse cannot check: exit 2 with the sub-command's usage."
+    err = p.commands[a.command].error
+    if a.command == "predict":
+        if a.run is None and (a.weights is None or a.num_classes is None):
+            err("give --run RUN_DIR (from vivit-edu train), or --weights and --num-classes")
+        if a.run is not None and a.weights is not None:               # one of them would be silently ignored
+            err("--weights is for a model without a run folder; with --run, choose its weights with --checkpoint")
+        if a.run is None and a.checkpoint is not None: err("--checkpoint picks the weights of a --run folder; without one, use --weights")
+    if a.command == "ddp-demo" and a.resume and not a.out_dir: err("--resume needs --out-dir")
 
-def train_main(a: argparse.Namespace) -> History:
-    "Run `vivit-edu train` (in one process, or as one rank under torchrun)."
-    info = init_distributed(device=a.device)
-    try:
-        if a.threads: torch.set_num_threads(a.threads)
-        out = Path(a.out_dir)
-        spec = spec_from_args(a)
-        if not a.resume and ((out / RUN_FILE).exists() or find_checkpoint(out / "last") is not None):
-            raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
-                                  "(nothing was overwritten)")         # every rank looks before rank 0 writes anything
-        if a.resume: _check_resumable(out)                         # before indexing a large folder, not after
-        if info.rank != 0: barrier()                               # rank 0 indexes the files first
-        try: train_ds, val_ds, classes = clip_datasets(a.data, spec, val=a.val, val_fraction=a.val_fraction, seed=a.split_seed,
-                                                       augment=not a.no_augment, flip=a.flip, fold=a.fold, uint8=a.uint8_clips)
-        finally:
-            if info.rank == 0: barrier()
-        spec.classes = list(classes)
-        moved = _check_resume(out, spec) if a.resume else ""
-        if is_main_process():
-            if moved: print(moved, file=sys.stderr, flush=True)
-            spec.save(out)
-            print(f"vivit-edu train: {len(train_ds)} training / {len(val_ds)} validation clips, {len(classes)} classes; "
-                  f"{spec.model} ({spec.preset}); {info.world_size} process(es), backend {info.backend or 'none'}, "
-                  f"device {info.device}", flush=True)
-        torch.manual_seed(a.seed); model = spec.build()              # the seed fixes the initial weights
-        if spec.finetune.get("image_weights"):
-            msg = init_from_image(model, spec) if not a.resume else "resuming: the weights come from the checkpoint"
-            rep = apply_case(model, spec.finetune["case"])           # e.g. case3: the image layers stay frozen
-            if is_main_process(): print(f"{msg}\n{rep}", flush=True)
-        if a.init:
-            msg = init_from(model, spec, a.init)
-            rep = apply_case(model, spec.finetune["case"])
-            if is_main_process(): print(f"{msg}\n{rep}", flush=True)
-        config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                             optimizer=a.optimizer, warmup_epochs=min(a.warmup_epochs, a.epochs - 1), grad_accum=a.grad_accum,
-                             label_smoothing=a.label_smoothing, clip_grad=a.clip_grad, amp=a.amp, compile=a.compile,
-                             num_workers=a.num_workers, seed=a.seed, device=str(info.device), out_dir=str(out),
-                             max_train_batches=a.max_train_batches, progress=not a.quiet, live_plot=False)
-        h = fit_distributed(model, train_ds, val_ds, config, resume=a.resume, stop_after=a.stop_after)
-        if is_main_process() and h.rows:
-            best = h.best("val_acc") or h.rows[-1]
-            print(f"done: {len(h)} epoch(s), best val acc {100 * best['val_acc']:.1f}% at epoch {best['epoch']}, "
-                  f"{format_count(count_parameters(model))} parameters; run folder {out}\n"
-                  f"predict: vivit-edu predict VIDEO --run {out}", flush=True)
-        return h
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of the `vivit-edu` command (every sub-command also runs under torchrun: `torchrun ... -m vivit_edu ...`)."
+    with _plain_warnings(): return _main(sys.argv[1:] if argv is None else list(argv))
+
+def _main(argv: list[str]) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    _usage_errors(p, a)
+    try: return COMMANDS[a.command](a)
+    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:   # a bad file, folder or value, a
+        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2                       # diverged run: one line, status 2
+    except KeyboardInterrupt as stop:                                 # Ctrl-C: where the run stands, not a traceback
+        print(f"\nvivit-edu: {stop or 'interrupted'}", file=sys.stderr); return 130
     finally: cleanup_distributed()
-
-# %% ../nbs/14_cli.ipynb #ec1feb05
-def _check_owner(path: Path, run_dir: Path, spec: RunSpec):
-    "Refuse weights that belong to another run folder whose classes or clip format differ from `spec`'s."
-    if path.is_dir(): cands = [path, path.parent]                 # a run folder, or one of its checkpoint folders
-    else: cands = [path.parent.parent] if (path.parent / CKPT_STATE).exists() else []   # a weights file in a checkpoint
-    owner = next((d for d in cands if (d / RUN_FILE).is_file()), None)
-    if owner is None or owner.resolve() == run_dir.resolve(): return
-    other = RunSpec.load(owner)
-    diff = [f"{k} {getattr(other, k)!r} there vs {getattr(spec, k)!r} here" for k in
-            ("model", "preset", "options", "classes", "frames", "size", "crop") if getattr(other, k) != getattr(spec, k)]
-    if diff: raise ValueError(f"{path}: these weights belong to the run {owner}, not to {run_dir}: " + "; ".join(diff) +
-                              f" (the model would be fed or labelled wrongly): use --run {owner}")
-
-def load_run(run_dir, # a `vivit-edu train` run folder
-             which: str = "best", # "best", "last", or a checkpoint folder / .safetensors file
-             *, device: str | torch.device | None = "cpu",
-            ) -> tuple[nn.Module, RunSpec]:
-    "The trained model of a run folder (in eval mode) and its `RunSpec`."
-    run_dir = Path(run_dir)
-    spec = RunSpec.load(run_dir)
-    if which in ("best", "last"):
-        names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
-        path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
-        if path is None: raise FileNotFoundError(f"{run_dir}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) in "
-                                                 f"{' or '.join(n + '/' for n in names)}: has its first epoch finished?")
-    else:
-        path = Path(which)
-        if not path.exists(): raise FileNotFoundError(f"{path}: no such checkpoint folder or weights file")
-        _check_owner(path, run_dir, spec)
-        if path.is_dir() and (path / RUN_FILE).is_file():                   # a whole run folder: its best, else last
-            path = find_checkpoint(path / "best") or find_checkpoint(path / "last") or path / "best"
-        if path.is_dir() and find_checkpoint(path) is None:
-            raise FileNotFoundError(f"{path}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
-        path = find_checkpoint(path) if path.is_dir() else path
-    model = load_weights(spec.build(), path)
-    return model.to(device or "cpu").eval(), spec
-
-# %% ../nbs/14_cli.ipynb #7e7b4838
-def _head_keys(model: nn.Module) -> list[str]:
-    "State-dict keys of the classifier Linear (weight, and bias if it has one)."
-    owner, attr = _classifier(model)
-    lin = getattr(owner, attr)
-    prefix = {id(m): n for n, m in model.named_modules()}[id(lin)]
-    return [f"{prefix}.weight"] + ([f"{prefix}.bias"] if lin.bias is not None else [])
-
-def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
-              spec: RunSpec, # the new run: its classes decide the head rows
-              src, # a run folder (best/, else last/), a checkpoint folder or a .safetensors file
-             ) -> str:
-    "Load pretrained weights into `model`: all but the classifier exactly, classifier rows matched by class name."
-    src, old_classes = Path(src), None
-    if src.is_dir() and (src / RUN_FILE).is_file():
-        old = RunSpec.load(src)
-        diff = {k: (getattr(old, k), getattr(spec, k)) for k in ("model", "preset", "options", "frames", "image_size")
-                if getattr(old, k) != getattr(spec, k)}
-        if diff: raise ValueError(f"{src / RUN_FILE}: fine-tuning keeps the architecture, but " +
-                                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
-        ck = find_checkpoint(src / "best") or find_checkpoint(src / "last")
-        if ck is None: raise FileNotFoundError(f"{src}: no complete checkpoint in best/ or last/")
-        src, old_classes = ck, old.classes
-    sd, path = read_weights(src)
-    target, head = model.state_dict(), _head_keys(model)
-    missing = [k for k in target if k not in sd and k not in head]
-    unexpected = [k for k in sd if k not in target]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
-              if k in target and k not in head and sd[k].shape != target[k].shape]
-    if missing or unexpected or shapes:
-        raise ValueError(f"{path}: weights do not fit the {spec.model} ({spec.preset}) being trained: " + "; ".join(
-            f"{what}: {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}" for what, ks in
-            (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if ks))
-    new = {k: (v.clone() if k in head else sd[k]) for k, v in target.items()}
-    carried = []
-    if all(k in sd for k in head):
-        if old_classes is not None:
-            if len(old_classes) != sd[head[0]].shape[0]:
-                raise ValueError(f"{path}: its classifier has {sd[head[0]].shape[0]} rows but {src / RUN_FILE} names {len(old_classes)} classes")
-            for row, name in enumerate(spec.classes):
-                if name in old_classes:
-                    for k in head: new[k][row] = sd[k][old_classes.index(name)]
-                    carried.append(name)
-        elif all(sd[k].shape == target[k].shape for k in head):
-            new.update({k: sd[k] for k in head}); carried = list(spec.classes)
-    model.load_state_dict(new)
-    fresh = [c for c in spec.classes if c not in carried]
-    return (f"initialised from {path}: {len(target) - len(head)} tensors; classifier rows kept for {len(carried)} "
-            f"class(es) ({', '.join(carried) or 'none'}), new for {len(fresh)} ({', '.join(fresh) or 'none'})")
-
-# %% ../nbs/14_cli.ipynb #a36fc0da
-def image_model_options(model: str, # "vivit" or "nonlocal"
-                        path, # the image model's weights file or folder
-                       ) -> dict:
-    "Builder options that make the run's model fit an image model (ViT for vivit); for nonlocal, check the file is a ResNet."
-    if model == "vivit":
-        from vivit_edu.pretrained import read_image_vit, image_vit_options
-        return image_vit_options(read_image_vit(path))
-    _resnet_state_dict(path)                                         # only checked: the ResNet's shape is the preset's
-    return {}
-
-def _resnet_state_dict(path) -> dict:
-    "A torchvision ResNet-50 state dict from `path`, or an error naming the file."
-    from vivit_edu.pretrained import _read_file                     # reads any weights file, naming it in errors
-    path = Path(path)
-    if path.is_dir(): raise ValueError(f"{path}: a folder; --model nonlocal takes a ResNet-50 weights file")
-    sd, _ = _read_file(path)
-    if "layer1.0.conv1.weight" not in sd or "conv1.weight" not in sd:
-        raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight): "
-                         "--model nonlocal takes ResNet-50 weights such as torchvision's resnet50-*.pth")
-    return sd
-
-def init_from_image(model: nn.Module, # freshly built for `spec` (changed in place)
-                    spec: RunSpec, # with finetune={"image_weights": path, "embed_init": ...}
-                   ) -> str:
-    "Load the image model named in `spec.finetune` into `model`; return a line saying what was loaded and what starts new."
-    path = spec.finetune["image_weights"]
-    if spec.model == "vivit":
-        from vivit_edu.pretrained import load_image_vit
-        rep = load_image_vit(model, path, embed_init=spec.finetune.get("embed_init", "central"))
-        n = sum(model.get_parameter(k).numel() for k in rep["loaded"])
-        new = sorted({k.split(".")[0] for k in rep["new"]})
-    else:
-        from vivit_edu.models.resnet_nl import load_resnet2d
-        left = load_resnet2d(model, _resnet_state_dict(path))
-        if "conv1.weight" in left: raise ValueError(f"{path}: its ResNet weights do not fit this model (conv1 differs)")
-        n = sum(v.numel() for k, v in model.named_parameters() if k not in left)     # parameters, not BN statistics
-        new = sorted({k.split(".")[0] if k.startswith("fc.") else ".".join(k.split(".")[:2]) for k in left
-                      if not k.endswith("num_batches_tracked")})
-    return f"initialised from the image model {path}: {n:,} of {count_parameters(model):,} parameters; new: {', '.join(new)}"

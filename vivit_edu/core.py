@@ -42,13 +42,15 @@ def get_device(device: str | torch.device | None = None, # "cpu", "cuda", "cuda:
         if torch.cuda.is_available(): return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {str(device)!r}: not a device name torch knows (cpu, cuda, cuda:1, mps ...)") from None
     if dev.type == "cuda":
-        if not torch.cuda.is_available(): raise RuntimeError(f"device {str(device)!r} asked for, but CUDA is not available here")
+        if not torch.cuda.is_available(): raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise ValueError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {str(device)!r} asked for, but MPS is not available here")
+        raise ValueError(f"device {str(device)!r} asked for, but MPS is not available here")
     return dev
 
 # %% ../nbs/00_core.ipynb #c1a57e0e

@@ -6,8 +6,8 @@ Docs: https://vivit-edu.github.io/vivit_edu/distributed.html.md"""
 
 # %% ../nbs/15_distributed.ipynb #8f512c62
 from __future__ import annotations
-import argparse, os, sys, tempfile
-from dataclasses import dataclass, replace
+import os, shlex, sys, tempfile
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import torch
@@ -15,16 +15,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from .core import get_device
-from .data.datasets import KINETICS_MEAN, KINETICS_STD
+from .core import get_device, count_parameters, format_count
+from .data.datasets import KINETICS_MEAN, KINETICS_STD, clip_datasets
 from .train import (TrainConfig, Trainer, History, EvalResult, make_loader, build_scheduler, metrics_from_logits,
                     predict, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
-                    _unwrap, _device_of)
+                    _unwrap, _device_of, RunSpec, RUN_FILE, preset_input, _size, read_checkpoint_state)
+from .finetune import apply_case
+from .pretrained import init_from, init_from_image, image_model_options
 
 # %% auto #0
 __all__ = ['TORCHRUN_VARS', 'DistInfo', 'under_torchrun', 'init_distributed', 'cleanup_distributed', 'world_size', 'barrier',
            'per_rank_batch', 'evaluate_distributed', 'DistributedTrainer', 'fit_distributed', 'demo_data', 'demo_model',
-           'demo_args', 'demo_config', 'main']
+           'demo_config', 'ddp_demo', 'make_run_spec', 'train_folder']
 
 # %% ../nbs/15_distributed.ipynb #70695dd4
 @dataclass(frozen=True)
@@ -224,43 +226,30 @@ def demo_model(*, classes: int = 3, frames: int = 4, size: int = 16, seed: int =
     return vivit(preset="tiny", num_classes=classes, frames=frames, image_size=size, patch_size=(8, 8), tubelet_depth=2,
                  dim=32, heads=2, dim_head=16, mlp_dim=64)
 
-def demo_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    "Parse the command line of `python -m vivit_edu.distributed`."
-    p = argparse.ArgumentParser(prog="python -m vivit_edu.distributed",
-                                description="Train a tiny ViViT on generated clips; the same command runs under torchrun "
-                                            "(e.g. torchrun --standalone --nproc-per-node 2 -m vivit_edu.distributed --demo).")
-    p.add_argument("--demo", action="store_true", help="train the demo model on generated clips (the only mode)")
-    p.add_argument("--epochs", type=int, default=3); p.add_argument("--batch-size", type=int, default=8, help="global batch")
-    p.add_argument("--lr", type=float, default=3e-3); p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
-    p.add_argument("--n-train", type=int, default=64); p.add_argument("--n-val", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--device", default=None, help="cpu, cuda (default: best)")
-    p.add_argument("--out-dir", default=None, help="checkpoints, history.csv (written by rank 0)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last")
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many epochs in all")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    a = p.parse_args(argv)
-    if not a.demo: p.error("nothing to train: pass --demo (the experiments' command line is `vivit-edu`)")
-    if a.resume and not a.out_dir: p.error("--resume needs --out-dir")
-    return a
-
-def demo_config(a: argparse.Namespace, # from `demo_args`
-                device: str | None = None, # overrides --device
+def demo_config(*, epochs: int = 3, # passes over the training clips
+                batch_size: int = 8, # the global batch (split over the processes)
+                lr: float = 3e-3, grad_accum: int = 1, optimizer: str = "adamw", seed: int = 0,
+                device: str | None = None, # "cpu", "cuda" (None: the best available)
+                out_dir=None, # checkpoints, history.csv (written by rank 0)
+                quiet: bool = False, # no progress bars or per-epoch lines
                ) -> TrainConfig:
     "The `TrainConfig` of the demo (a single-process run with it is the reference for a torchrun run)."
-    return TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, grad_accum=a.grad_accum, seed=a.seed,
-                       optimizer=a.optimizer,
-                       weight_decay=0.0, warmup_epochs=1, device=device or a.device, out_dir=a.out_dir,
-                       progress=not a.quiet, live_plot=False)
+    return TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum, seed=seed, optimizer=optimizer,
+                       weight_decay=0.0, warmup_epochs=1, device=device, out_dir=out_dir, progress=not quiet, live_plot=False)
 
-def main(argv: Sequence[str] | None = None) -> History:
-    "Train the demo under torchrun (DDP) or in one process; print the final numbers on rank 0."
-    a = demo_args(argv)
-    info = init_distributed(device=a.device)
+def ddp_demo(*, n_train: int = 64, # training clips
+             n_val: int = 24, # validation clips
+             resume: bool = False, # continue from out_dir/last
+             stop_after: int | None = None, # stop after this many epochs in all
+             **config, # `demo_config` options: epochs, batch_size, lr, grad_accum, optimizer, seed, device, out_dir, quiet
+            ) -> History:
+    "Train the demo model on `demo_data` under torchrun (DDP) or in one process; rank 0 prints the final numbers."
+    if resume and not config.get("out_dir"): raise ValueError("--resume needs --out-dir (the folder to resume from)")
+    info = init_distributed(device=config.get("device"))
     try:
-        config = demo_config(a, str(info.device))
-        h = fit_distributed(demo_model(seed=a.seed), demo_data(a.n_train, seed=a.seed), demo_data(a.n_val, seed=a.seed + 1),
-                            config, resume=a.resume, stop_after=a.stop_after)
+        seed = config.get("seed", 0)
+        h = fit_distributed(demo_model(seed=seed), demo_data(n_train, seed=seed), demo_data(n_val, seed=seed + 1),
+                            demo_config(**{**config, "device": str(info.device)}), resume=resume, stop_after=stop_after)
         if is_main_process() and h.rows:
             r = h.rows[-1]
             print(f"world_size={info.world_size} backend={info.backend} epoch={r['epoch']} train_loss={r['train_loss']:.6f} "
@@ -268,5 +257,187 @@ def main(argv: Sequence[str] | None = None) -> History:
         return h
     finally: cleanup_distributed()
 
-# %% ../nbs/15_distributed.ipynb #d70777a4
-if __name__ == "__main__": main()
+# %% ../nbs/15_distributed.ipynb #b2f1a319
+def make_run_spec(data, # the training folder (recorded in the spec as an absolute path)
+                  *, val=None, # the validation folder, if any (recorded too)
+                  model: str | None = None, # "vivit" (default) or "nonlocal"
+                  preset: str | None = None, # the builder's preset (default "tiny"); also the default clip format
+                  variant: str | None = None, # vivit: model1..model4 or a name; nonlocal: c2d or i3d
+                  pool: str | None = None, # vivit: "cls" or "mean"
+                  temporal_pos: bool | None = None, # vivit: learned frame positions before the temporal encoder
+                  frames: int | None = None, # T (None: the preset's)
+                  size=None, # (H, W), or a short side with `crop` (None: the preset's (H, W))
+                  crop: int | None = None, # square crop after resizing
+                  init=None, # a video run (or weights file) to start from
+                  image_weights=None, # an image model to start from (read now: a wrong file fails before any indexing)
+                  embed_init: str | None = None, # vivit with image_weights: "central" (default) or "average"
+                  heads: int | None = None, # vivit with image_weights: attention heads, when the file does not say
+                  case: str | None = None, # with init or image_weights: which layers train (default case1)
+                  classes: Sequence[str] = (), # class names, once known
+                  like: RunSpec | None = None, # a saved run (resuming): it fills in every setting not given
+                 ) -> RunSpec:
+    "The `RunSpec` a training run on a folder describes (frames and size default to the preset's, or to `like`'s)."
+    if crop and not size and like is None: raise ValueError("--crop needs --size (what the frames are resized to before cropping)")
+    if image_weights and init:
+        raise ValueError("--image-weights and --init both give the starting weights: use --init to go on from a video run, "
+                         "--image-weights to start from an image model")
+    o, ft = (like.options, like.finetune) if like is not None else ({}, {})
+    if like is not None:                                              # resuming: what is not given is what the run had
+        model, preset = model or like.model, preset or like.preset
+        variant, pool = (v if v is not None else o.get(k) for k, v in (("variant", variant), ("pool", pool)))
+        temporal_pos = temporal_pos if temporal_pos is not None else o.get("temporal_pos", False)
+        frames, crop = frames if frames is not None else like.frames, crop if crop is not None or size else like.crop
+        size = size if size is not None else like.size
+        if not (init or image_weights): init, image_weights = ft.get("init"), ft.get("image_weights")
+        embed_init, case = embed_init or ft.get("embed_init"), case or ft.get("case")
+    model, preset, embed_init = model or "vivit", preset or "tiny", embed_init or "central"
+    opts = {k: v for k, v in dict(variant=variant, pool=pool).items() if v is not None}
+    if temporal_pos: opts["temporal_pos"] = True
+    if model == "nonlocal" and (pool or temporal_pos):
+        raise ValueError("--pool and --temporal-pos are ViViT options; the Non-local ResNet-50 has neither")
+    if case and not (init or image_weights):
+        raise ValueError("--case freezes layers of a pretrained model: give --init (a video run) or --image-weights (an image model)")
+    if heads is not None and (model != "vivit" or not image_weights):
+        raise ValueError("--heads is for --image-weights with --model vivit (an image ViT whose file does not say)")
+    ft = dict(init=str(Path(init).expanduser().resolve()), case=case or "case1") if init else {}
+    if image_weights:
+        ft = dict(image_weights=str(Path(image_weights).expanduser().resolve()), embed_init=embed_init, case=case or "case1")
+        if like is not None and like.finetune.get("image_weights") == ft["image_weights"]:   # the run's own image model:
+            opts |= {k: v for k, v in like.options.items() if k not in ("variant", "pool", "temporal_pos")}   # not read again
+            if heads is not None: opts["heads"] = heads                # a different count shows as a changed option
+        else: opts |= image_model_options(model, ft["image_weights"], heads=heads)   # read now: a wrong file fails early
+    where = dict(train=str(Path(data).resolve()), val=str(Path(val).resolve()) if val else None)
+    t, hw = preset_input(model, preset)
+    spec = RunSpec(model=model, preset=preset, options=opts, classes=list(classes), frames=t if frames is None else frames,
+                   size=_size(size) if size is not None else hw, crop=crop, finetune=ft, data=where)
+    patch = opts.get("patch_size")
+    patch = (patch, patch) if isinstance(patch, int) else patch
+    if image_weights and patch and any(s % p for s, p in zip(spec.image_size, patch)):
+        raise ValueError(f"{image_weights}: the image model cuts frames into {patch[0]}x{patch[1]} patches, which do not tile "
+                         f"{spec.image_size[0]}x{spec.image_size[1]} frames: give --size (and --crop) divisible by {patch[0]}")
+    return spec
+
+def _check_resume(out: Path, spec: RunSpec, old: RunSpec) -> str:
+    "Refuse to resume a run whose run.json describes another model or clip format; warn ('' if not) if its data folders moved."
+    diff = {k: (getattr(old, k), getattr(spec, k)) for k in asdict(spec) if k != "data" and getattr(old, k) != getattr(spec, k)}
+    if diff: raise ValueError(f"{out / RUN_FILE}: cannot resume with another model or clip format: " +
+                              ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+    names, held_out = dict(train="data folder", val="validation folder"), "none (held out of the data folder)"
+    moved = [f"{what} {old.data.get(k) or held_out} -> {spec.data.get(k) or held_out}" for k, what in names.items()
+             if old.data and old.data.get(k) != spec.data.get(k)]      # no old.data: a run.json that predates the field
+    if not moved: return ""
+    return (f"vivit-edu: warning: resuming {out} on other data than it was trained on: {'; '.join(moved)} (same class "
+            f"names, so training goes on; {out / RUN_FILE} now names the new folder)")
+
+def _check_resumable(out: Path):
+    "Before any work: resuming needs OUT_DIR's run.json and its last checkpoint to be readable, else fail naming the file."
+    if (out / RUN_FILE).exists(): RunSpec.load(out)                # unreadable: a ValueError naming run.json
+    ck = find_checkpoint(out / "last")
+    if ck is None: return
+    hint = (f"; {out / 'best'} holds a checkpoint too: copy it over {ck} to resume from there"
+            if find_checkpoint(out / "best") else "") + f"; or delete {ck} to start the run again"
+    try:
+        from safetensors import safe_open
+        with safe_open(str(ck / CKPT_WEIGHTS), "pt") as f: f.keys()       # the header, without reading the tensors
+    except Exception as e:
+        raise ValueError(f"{ck / CKPT_WEIGHTS}: cannot resume, the weights do not load ({type(e).__name__}: {e}){hint}") from e
+    try: torch.load(ck / CKPT_STATE, map_location="cpu", weights_only=True, mmap=True)   # mapped, not read: cheap
+    except Exception as e:
+        why = (str(e).strip() or "no message").splitlines()[0].split(". ")[0]      # torch's messages run on
+        raise ValueError(f"{ck / CKPT_STATE}: cannot resume, the training state does not load ({type(e).__name__}: {why}){hint}") from e
+
+def _check_out_dir(out: Path):
+    "The run folder must be a folder (new or existing), not a file or below one."
+    have = next(p for p in (out, *out.parents) if p.exists())
+    if not have.is_dir():
+        raise ValueError(f"--out-dir {out}: {'a file' if have == out else f'{have} is a file'}, not a folder (the run folder "
+                         "gets run.json, checkpoints and curves)")
+
+def train_folder(data, # a folder of class folders (root/<class>/<video>), or a UCF101 root
+                 *, out_dir="runs/train", # run folder: run.json, last/, best/, history.csv, curves.png
+                 val=None, # a validation folder with the same class folders (None: hold out `val_fraction` of each class)
+                 val_fraction: float = 0.2, # share of each class held out when `val` is None
+                 split_seed: int = 0, # seed of the validation split (fixed while `seed` varies)
+                 fold: int = 1, # UCF101 official split (UCF101 roots only)
+                 model: str | None = None, preset: str | None = None, variant: str | None = None, pool: str | None = None,
+                 temporal_pos: bool | None = None, frames: int | None = None, size=None, crop: int | None = None, # `make_run_spec`
+                 epochs: int = 10, batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.05,
+                 optimizer: str = "adamw", warmup_epochs: float = 1.0, grad_accum: int = 1, label_smoothing: float = 0.0,
+                 clip_grad: float | None = None, amp: str = "auto", compile: bool = False, # `TrainConfig` (lesson 10)
+                 num_workers: int = 2, # DataLoader workers per process
+                 uint8_clips: bool = False, # loaders hand over uint8 clips, made float on the device
+                 augment: bool = True, # random frames and crops in training (False: exactly repeatable clips)
+                 flip: bool = False, # random horizontal flips (only if mirroring keeps the label)
+                 init=None, # fine-tune: start from a run folder (head rows matched by class name) or a .safetensors file
+                 image_weights=None, # start from an image model's weights (lesson 17)
+                 embed_init: str | None = None, # vivit with image_weights: "central" (default) or "average"
+                 heads: int | None = None, # vivit with image_weights: attention heads, when the file does not say
+                 case: str | None = None, # with init or image_weights: which layers train (default case1, all)
+                 seed: int = 0, # fixes the initial weights and the training order
+                 device: str | None = None, # "cpu", "cuda", ... (None: the best; under torchrun: the LOCAL_RANK GPU)
+                 threads: int | None = None, # torch CPU threads per process
+                 resume: bool = False, # continue from out_dir/last if it exists; settings not given come from its run.json
+                 stop_after: int | None = None, # stop after this many epochs in all (the schedule still spans `epochs`)
+                 max_train_batches: int | None = None, # cut epochs short (quick tries)
+                 quiet: bool = False, # no progress bars or per-epoch lines
+                ) -> History:
+    "Train a ViViT or a Non-local ResNet-50 on a folder of videos into a run folder (in one process, or as one rank under torchrun)."
+    if threads is not None and threads < 1: raise ValueError(f"--threads {threads}: must be at least 1")
+    out = Path(out_dir)
+    _check_out_dir(out)
+    info = init_distributed(device=device)
+    try:
+        if threads: torch.set_num_threads(threads)
+        held = find_checkpoint(out / "last") or find_checkpoint(out / "best")   # a run.json alone is a start that failed
+        if held is not None and not resume:
+            raise FileExistsError(f"{out} holds a run already: pass --resume to continue it, or choose another --out-dir "
+                                  "(nothing was overwritten)")         # every rank looks before rank 0 writes anything
+        resuming = resume and find_checkpoint(out / "last") is not None   # what the trainer continues from
+        if resuming: _check_resumable(out)                         # before indexing a large folder, not after
+        old = RunSpec.load(out) if resuming and (out / RUN_FILE).exists() else None   # its settings fill in what is not given
+        spec = make_run_spec(data, val=val, model=model, preset=preset, variant=variant, pool=pool, temporal_pos=temporal_pos,
+                             frames=frames, size=size, crop=crop, init=init, image_weights=image_weights,
+                             embed_init=embed_init, heads=heads, case=case, like=old)
+        if spec.finetune.get("init") and not resuming and not Path(spec.finetune["init"]).exists():
+            raise FileNotFoundError(f"--init {init}: no such run folder or weights file")
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,   # checks every value
+                             optimizer=optimizer, warmup_epochs=min(warmup_epochs, max(epochs - 1, 0)), grad_accum=grad_accum,
+                             label_smoothing=label_smoothing, clip_grad=clip_grad, amp=amp, compile=compile,
+                             num_workers=num_workers, seed=seed, device=str(info.device), out_dir=str(out),
+                             max_train_batches=max_train_batches, progress=not quiet, live_plot=False)
+        per_rank_batch(batch_size, info.world_size)
+        if info.rank != 0: barrier()                               # rank 0 indexes the files first
+        try: train_ds, val_ds, classes = clip_datasets(data, frames=spec.frames, size=spec.size, crop=spec.crop, val=val,
+                                                       val_fraction=val_fraction, seed=split_seed, augment=augment, flip=flip,
+                                                       fold=fold, uint8=uint8_clips)
+        finally:
+            if info.rank == 0: barrier()
+        spec.classes = list(classes)
+        moved = _check_resume(out, spec, old) if old is not None else ""
+        torch.manual_seed(seed); net = spec.build()                  # the seed fixes the initial weights
+        said = []
+        if spec.finetune.get("image_weights") and not resuming: said.append(init_from_image(net, spec))
+        if spec.finetune.get("init") and not resuming: said.append(init_from(net, spec, spec.finetune["init"]))
+        if resuming and spec.finetune: said.append(f"resuming: the weights come from {held}")
+        if spec.finetune: said.append(str(apply_case(net, spec.finetune["case"])))    # e.g. case3: the image layers stay frozen
+        skipped = {p for ds in (train_ds, val_ds) for p, _ in getattr(ds, "skipped", [])}
+        if is_main_process():                                      # everything checked: now the run folder is written
+            if moved: print(moved, file=sys.stderr, flush=True)
+            spec.save(out)
+            print(f"vivit-edu train: {len(train_ds)} training / {len(val_ds)} validation clips, {len(classes)} classes"
+                  + (f" ({len(skipped)} file(s) skipped, named above)" if skipped else "") +
+                  f"; {spec.model} ({spec.preset}); {info.world_size} process(es), backend {info.backend or 'none'}, "
+                  f"device {info.device}", flush=True)
+            if said: print("\n".join(said), flush=True)
+        try: h = fit_distributed(net, train_ds, val_ds, config, resume=resuming, stop_after=stop_after)
+        except KeyboardInterrupt:
+            done = read_checkpoint_state(out / "last")["epoch"] if find_checkpoint(out / "last") else 0
+            raise KeyboardInterrupt(f"interrupted at epoch {done + 1}; " + (f"{out / 'last'} holds epoch {done}: resume with --resume"
+                                    if done else "no epoch had finished, so there is nothing to resume")) from None
+        if is_main_process() and h.rows:
+            best = h.best("val_acc") or h.rows[-1]
+            print(f"done: {len(h)} epoch(s), best val acc {100 * best['val_acc']:.1f}% at epoch {best['epoch']}, "
+                  f"{format_count(count_parameters(net))} parameters; run folder {out}\n"
+                  f"predict: vivit-edu predict VIDEO --run {shlex.quote(str(out))}", flush=True)
+        return h
+    finally: cleanup_distributed()

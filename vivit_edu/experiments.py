@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/experiments.html.md"""
 
 # %% ../nbs/12_experiments.ipynb #6dd8d4fe
 from __future__ import annotations
-import argparse, copy, csv, json, math, os, statistics, sys, time, warnings
+import copy, csv, json, math, os, statistics, sys, time, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
@@ -21,14 +21,13 @@ from .models.vivit import vivit
 from .models.resnet_nl import nl_resnet50
 from .train import TrainConfig, is_main_process
 from .distributed import DistributedTrainer, init_distributed, cleanup_distributed, barrier
-from .cli import add_train_arguments, train_main
 from .finetune import CASES, apply_case, grow_head, mix_with_rehearsal, evaluate_finetune
 
 # %% auto #0
 __all__ = ['EXPERIMENT_PRESETS', 'PAPER_TABLE1', 'PAPER_TABLE2', 'PAPER_CITATION', 'PROTOCOL_TEXT', 'ExperimentConfig',
            'ShuffleFrames', 'resolve_data', 'memory_for', 'ucf_splits', 'split_overlap', 'train_run', 'run_table1',
            'rldd_sets', 'run_table2', 'summarise_table1', 'summarise_table2', 'to_markdown', 'write_csv', 'plot_curves',
-           'temporal_note', 'write_report', 'run_experiments', 'build_parser', 'main']
+           'temporal_note', 'write_report', 'run_experiments']
 
 # %% ../nbs/12_experiments.ipynb #1ae542ad
 EXPERIMENT_PRESETS = {
@@ -375,102 +374,3 @@ def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
         print("Table 2\n" + to_markdown(summarise_table2(t2["rows"])))
         print(f"report: {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
     return dict(table1=t1, table2=t2, out_dir=out)
-
-# %% ../nbs/12_experiments.ipynb #30dc9425
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vivit-edu", description="ViViT vs Non-local on UCF101, and fine-tuning a new class (the paper's Tables 1 and 2).")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="both tables on the embedded data, on CPU, in a few minutes")
-    d.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
-    d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadiest on a shared machine)")
-    e = sub.add_parser("experiment", help="the real experiment (dataset paths, --preset paper, a CUDA device)")
-    e.add_argument("--ucf101", help="UCF101 folder holding UCF-101/ and ucfTrainTestlist/ (default: embedded data)")
-    e.add_argument("--rldd", help="UTA-RLDD folder holding the FoldN_partM folders (default: embedded data)")
-    e.add_argument("--preset", default="paper", choices=list(EXPERIMENT_PRESETS))
-    e.add_argument("--protocol", default="paper", choices=["paper", "official"])
-    e.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="official split (with --protocol official)")
-    e.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
-    for name, kind in (("epochs", int), ("nl-epochs", int), ("finetune-epochs", int), ("batch-size", int), ("lr", float), ("finetune-lr", float),
-                       ("frames", int), ("crop", int), ("per-class", int), ("max-train-batches", int)):
-        e.add_argument(f"--{name}", type=kind)
-    e.add_argument("--seeds", type=int, nargs="+", default=[0])
-    e.add_argument("--finetune-seeds", type=int, nargs="+", default=[0])
-    e.add_argument("--num-workers", type=int, default=4)
-    e.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
-    e.add_argument("--compile", action="store_true")
-    e.add_argument("--uint8-clips", action="store_true", help="loaders hand over uint8 clips, normalised on the device (faster on a GPU)")
-    e.add_argument("--no-nonlocal", action="store_true", help="skip the Non-local ResNet-50")
-    e.add_argument("--no-shuffled", action="store_true", help="skip the frame-shuffled ViViT baseline")
-    e.add_argument("--threads", type=int, help="torch CPU threads")
-    e.add_argument("--progress", action="store_true")
-    e.add_argument("--out", help="report folder (default: reports/<preset>)")
-    g = sub.add_parser("data", help="generate the embedded datasets and print where they are")
-    g.add_argument("--out", help="parent folder (default: the package cache)")
-    add_train_arguments(sub.add_parser("train", help="train a ViViT or Non-local ResNet-50 on your own folder of class folders"))
-    sub.add_parser("predict", add_help=False, help="sliding-window predictions on a video (vivit-edu predict --help)")
-    return p
-
-@contextmanager
-def _plain_warnings():
-    "While the command runs a skipped video is one line, `vivit-edu: warning: skipped FILE: REASON`; other warnings keep Python's format."
-    python_format = warnings.formatwarning
-    def format_warning(message, category, filename, lineno, line=None):
-        if issubclass(category, BadVideoWarning) and getattr(message, "path", ""):
-            if int(os.environ.get("RANK", "0")) != 0: return ""     # under torchrun every rank reads the folder: rank 0 tells
-            return f"vivit-edu: warning: skipped {message.path}: {message.why}\n"
-        return python_format(message, category, filename, lineno, line)
-    warnings.formatwarning = format_warning
-    try: yield
-    finally: warnings.formatwarning = python_format
-
-def _check_data_out(base: Path):
-    "`vivit-edu data --out`: a folder, new or existing (ucf101/ and rldd/ are written into it), not a file."
-    have = next(p for p in (base, *base.parents) if p.exists())          # the part of the path already there
-    if not have.is_dir():
-        raise FileExistsError(f"--out {base}: {'a file' if have == base else f'{have} is a file'}, not a folder; vivit-edu data "
-                              "writes ucf101/ and rldd/ into a folder, new or existing (datasets it wrote there before are reused)")
-    for sub in ("ucf101", "rldd"):
-        if (base / sub).exists() and not (base / sub).is_dir():
-            raise FileExistsError(f"--out {base}: {base / sub} is a file, but vivit-edu data writes the folder {sub}/ there; "
-                                  "move the file or choose another --out")
-
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `vivit-edu` command (every subcommand also runs under torchrun: `torchrun ... -m vivit_edu ...`)."
-    with _plain_warnings(): return _main(sys.argv[1:] if argv is None else list(argv))
-
-def _main(argv: list[str]) -> int:
-    if argv[:1] == ["predict"]:                          # its own parser: `python -m vivit_edu.inference`
-        from vivit_edu.inference import main as predict_main
-        predict_main(argv[1:], prog="vivit-edu predict"); return 0
-    p = build_parser()
-    a = p.parse_args(argv)
-    try:
-        if a.command == "data":
-            base = Path(a.out) if a.out else None
-            if base is not None: _check_data_out(base)
-            ucf = make_embedded_dataset(None if base is None else base / "ucf101")
-            rldd = make_embedded_rldd(None if base is None else base / "rldd")
-            print(f"UCF101 layout: {ucf}\nUTA-RLDD layout: {rldd}")
-            return 0
-        if a.command == "train":
-            train_main(a); return 0
-        if a.threads: torch.set_num_threads(a.threads)
-        if a.command == "demo":
-            cfg = ExperimentConfig(preset="demo", device="cpu", out_dir=a.out)
-        else:
-            for name in ("ucf101", "rldd"):
-                v = getattr(a, name)
-                if v is not None and not Path(v).is_dir():
-                    print(f"vivit-edu: error: --{name} {v}: no such folder", file=sys.stderr); return 2
-            cfg = ExperimentConfig(ucf101_root=a.ucf101, rldd_root=a.rldd, preset=a.preset, protocol=a.protocol, fold=a.fold,
-                                   device=a.device, epochs=a.epochs, nl_epochs=a.nl_epochs, finetune_epochs=a.finetune_epochs,
-                                   batch_size=a.batch_size, lr=a.lr, finetune_lr=a.finetune_lr, frames=a.frames, crop=a.crop, per_class=a.per_class,
-                                   max_train_batches=a.max_train_batches, seeds=a.seeds, finetune_seeds=a.finetune_seeds,
-                                   num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
-                                   shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out,
-                                   uint8_clips=a.uint8_clips)
-        run_experiments(cfg)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2
-    finally: cleanup_distributed()
-    return 0

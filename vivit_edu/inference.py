@@ -6,10 +6,10 @@ Docs: https://vivit-edu.github.io/vivit_edu/inference.html.md"""
 
 # %% ../nbs/16_inference.ipynb #3e9d71d2
 from __future__ import annotations
-import argparse, collections, sys, time
+import collections, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
@@ -17,10 +17,11 @@ from .core import get_device, to_channels_last
 from .data.video import iter_frames, probe_video, VideoError
 from .data.datasets import (ToFloat, Resize, CenterCrop, Normalize, Compose, video_transform,
                                      KINETICS_MEAN, KINETICS_STD)
+from .train import load_run, load_weights
 
 # %% auto #0
 __all__ = ['window_ends', 'FrameTransform', 'FrameRing', 'Prediction', 'StreamStats', 'Predictor', 'StreamResult',
-           'predict_video', 'read_class_names', 'inference_args', 'build_model', 'main']
+           'predict_video', 'read_class_names', 'load_model']
 
 # %% ../nbs/16_inference.ipynb #9e484125
 def window_ends(n:int, # frames in the stream (so far)
@@ -122,6 +123,7 @@ class Predictor:
                  threads:int|None=None, # CPU threads for torch (process-wide `torch.set_num_threads`); None: leave as is
                  compile:bool=False, channels_last:bool=False, bf16:bool=False): # speed options (GPU)
         cfg = _model_config(model)
+        if frames is not None and frames < 1: raise ValueError(f"frames={frames}: a window needs at least 1 frame")
         self.T = frames or getattr(cfg, "frames", None)
         crop = crop if crop is not None or size is not None else getattr(cfg, "image_size", None)
         size = size if size is not None else (min(crop) if isinstance(crop, (tuple, list)) else crop)
@@ -193,22 +195,40 @@ class StreamResult:
     predictions: list
     stats: StreamStats
     path: str | None = None
+    window: int | None = None # frames one window spans, S = (T - 1) * stride + 1
+    class_names: list | None = None # the predictor's class names
     def __repr__(self): return f"StreamResult({self.path}: {len(self.predictions)} predictions; {self.stats.summary()})"
+    def top(self) -> tuple[str, float] | None:
+        "The class with the highest mean probability over all windows, and that mean (None without a prediction)."
+        if not self.predictions: return None
+        mean = torch.stack([p.probs.float() for p in self.predictions]).mean(0)      # (K,)
+        k = int(mean.argmax())
+        return (self.class_names[k] if self.class_names else str(k)), float(mean[k])
 
 def predict_video(path, # video file
-                  model:nn.Module|Predictor, # a model (then `predictor_kwargs` build the `Predictor`) or a `Predictor`
-                  *, max_frames:int|None=None, # stop after this many frames
+                  model, # a model (then `predictor_kwargs` build the `Predictor`), a `Predictor`, or a run folder (lesson 15)
+                  *, checkpoint:str="best", # with a run folder: "best", "last", or a checkpoint folder of that run
+                  max_frames:int|None=None, # stop after this many frames
+                  on_prediction:Callable|None=None, # called with each `Prediction` as it comes (e.g. to print it)
                   **predictor_kwargs, # `Predictor` options: hop, stride, class_names, smooth, device, ...
                  ) -> StreamResult:
     "Sliding-window predictions over a video file, with frames/s processed against the file's frame rate."
+    if max_frames is not None and max_frames < 1: raise ValueError(f"max_frames={max_frames}: must be at least 1")
     info = probe_video(path)                                           # VideoError naming the file if unreadable
     if isinstance(model, Predictor) and predictor_kwargs:
         raise TypeError(f"predict_video: options {sorted(predictor_kwargs)} are for building a Predictor; set them on the Predictor instead")
+    if isinstance(model, (str, Path)):                                 # a run folder: its model, class names and clip format
+        model, spec = load_run(model, checkpoint)
+        given = {k: v for k, v in predictor_kwargs.items() if v is not None}
+        predictor_kwargs = dict(frames=spec.frames, size=spec.size, crop=spec.crop, class_names=spec.classes) | given
     pred = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
     frames = iter_frames(path)
     if max_frames is not None: frames = (f for f, _ in zip(frames, range(max_frames)))
-    preds = list(pred.stream(frames, fps=info.fps))
-    return StreamResult(preds, pred.stats, str(path))
+    preds = []
+    for p in pred.stream(frames, fps=info.fps):
+        preds.append(p)
+        if on_prediction is not None: on_prediction(p)
+    return StreamResult(preds, pred.stats, str(path), pred.span, pred.class_names)
 
 # %% ../nbs/16_inference.ipynb #90a5fe6a
 def read_class_names(spec:str|None, # "a,b,c", a file with one name per line, or UCF101's classInd.txt ("1 Name")
@@ -221,76 +241,19 @@ def read_class_names(spec:str|None, # "a,b,c", a file with one name per line, or
     else: raise FileNotFoundError(f"{spec}: no such class-name file")
     return lines
 
-def inference_args(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.inference") -> argparse.Namespace:
-    "Parse the command line of `python -m vivit_edu.inference`."
-    p = argparse.ArgumentParser(prog=prog, description="Sliding-window action recognition on a video file.")
-    p.add_argument("video")
-    p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
-    p.add_argument("--checkpoint", default=None, help="with --run: best (default), last, or a checkpoint folder of that run")
-    p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
-    p.add_argument("--model", default="vivit", choices=["vivit", "nonlocal", "nl_resnet50"], help="nonlocal = nl_resnet50")
-    p.add_argument("--preset", default="tiny"); p.add_argument("--variant", default="factorised_encoder", help="ViViT Model 1-4")
-    p.add_argument("--num-classes", type=int, default=None, help="needed without --run"); p.add_argument("--classes", default=None, help="names: a,b,c or a file")
-    p.add_argument("--frames", type=int, default=None, help="T (default: the preset's)")
-    p.add_argument("--image-size", type=int, default=None, help="square input size (default: the preset's)")
-    p.add_argument("--size", type=int, default=None, help="resize the short side to this before cropping")
-    p.add_argument("--hop", type=int, default=4); p.add_argument("--stride", type=int, default=1)
-    p.add_argument("--topk", type=int, default=5); p.add_argument("--smooth", type=int, default=1)
-    p.add_argument("--max-frames", type=int, default=None); p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: leave torch's default)")
-    p.add_argument("--compile", action="store_true"); p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--bf16", action="store_true"); p.add_argument("--quiet", action="store_true", help="only the summary")
-    a = p.parse_args(argv)
-    if a.run is None and (a.weights is None or a.num_classes is None):
-        p.error("give --run RUN_DIR (from vivit-edu train), or --weights and --num-classes")
-    if a.run is not None and a.weights is not None:                    # one of them would be silently ignored
-        p.error("--weights is for a model without a run folder; with --run, choose its weights with --checkpoint")
-    if a.run is None and a.checkpoint is not None: p.error("--checkpoint picks the weights of a --run folder; without one, use --weights")
-    a.checkpoint = a.checkpoint or "best"
-    return a
-
-def build_model(a:argparse.Namespace) -> nn.Module:
-    "The model the command line describes, with its weights loaded."
+def load_model(weights, # model.safetensors, or a checkpoint folder holding one
+               *, num_classes:int, # classifier outputs of the saved model
+               model:str="vivit", # "vivit", or "nonlocal" (also "nl_resnet50")
+               preset:str="tiny", # the builder's preset
+               variant:str="factorised_encoder", # ViViT Model 1-4
+               frames:int|None=None, # T (None: the preset's)
+               image_size:int|None=None, # square input size (None: the preset's)
+              ) -> nn.Module:
+    "A model built from a preset, with saved weights loaded: what to predict with when there is no run folder."
     from vivit_edu.models.vivit import vivit
     from vivit_edu.models.resnet_nl import nl_resnet50
-    from vivit_edu.train import load_weights
-    if a.run is not None:
-        from vivit_edu.cli import load_run
-        return load_run(a.run, a.checkpoint)[0]
-    if a.model == "vivit": model = vivit(preset=a.preset, variant=a.variant, num_classes=a.num_classes, frames=a.frames, image_size=a.image_size)
+    if model == "vivit": net = vivit(preset=preset, variant=variant, num_classes=num_classes, frames=frames, image_size=image_size)
     else:
-        extra = {k: v for k, v in dict(frames=a.frames, image_size=(a.image_size,) * 2 if a.image_size else None).items() if v is not None}
-        model = nl_resnet50(preset=a.preset, num_classes=a.num_classes, **extra)
-    return load_weights(model, a.weights)
-
-def main(argv:Sequence[str]|None=None, prog:str="python -m vivit_edu.inference") -> StreamResult:
-    "Run the command line: predictions, one line each, then the frames/s summary."
-    a = inference_args(argv, prog)
-    if not Path(a.video).exists(): sys.exit(f"error: {a.video}: no such video file")
-    if not Path(a.video).is_file(): sys.exit(f"error: {a.video}: a folder, not a video file")
-    try:
-        model = build_model(a)
-        frames, crop = a.frames, a.image_size
-        cfg, size, names = _model_config(model), a.size, read_class_names(a.classes)
-        if a.run is not None:                                          # the run's own clip format and class names
-            from vivit_edu.cli import RunSpec
-            spec = RunSpec.load(a.run)
-            frames, size, crop, names = frames or spec.frames, size or spec.size, crop or spec.crop, names or spec.classes
-        frames = frames or getattr(cfg, "frames", None); crop = crop or (None if a.run is not None else getattr(cfg, "image_size", None))
-        pred = Predictor(model, frames=frames, crop=crop, size=size, class_names=names, hop=a.hop,
-                         stride=a.stride, topk=a.topk, smooth=a.smooth, device=a.device, threads=a.threads or None, compile=a.compile,
-                         channels_last=a.channels_last, bf16=a.bf16)
-        info = probe_video(a.video)
-        frames_it = iter_frames(a.video)
-        if a.max_frames is not None: frames_it = (f for f, _ in zip(frames_it, range(a.max_frames)))
-        preds = []
-        for p in pred.stream(frames_it, fps=info.fps):
-            preds.append(p)
-            if not a.quiet: print(f"frame {p.frame:6d}  {p.time_s:8.2f} s  " + "  ".join(f"{n} {v:.3f}" for n, v in p.topk), flush=True)
-    except (VideoError, ValueError, FileNotFoundError) as e: sys.exit(f"error: {e}")
-    if not preds: print(f"warning: {a.video}: {pred.stats.frames} frames, fewer than one window ({pred.span} frames)", file=sys.stderr)
-    print(pred.stats.summary(), flush=True)
-    return StreamResult(preds, pred.stats, a.video)
-
-# %% ../nbs/16_inference.ipynb #f4012118
-if __name__ == "__main__": main()
+        extra = {k: v for k, v in dict(frames=frames, image_size=(image_size,) * 2 if image_size else None).items() if v is not None}
+        net = nl_resnet50(preset=preset, num_classes=num_classes, **extra)
+    return load_weights(net, weights)

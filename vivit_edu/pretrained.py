@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from .core import count_parameters
 from .models.vivit import ViViTBase, ViViTConfig, VIVIT_VARIANTS, vivit_config
 from .layers.embedding import interpolate_pos_embed
+from .train import RunSpec, RUN_FILE, read_weights, find_checkpoint
+from .finetune import _classifier
 
 # %% auto #0
 __all__ = ['EMBED_INITS', 'ImageViT', 'read_image_vit', 'inflate_patch_kernel', 'load_image_vit', 'image_vit_options',
-           'vivit_from_image']
+           'vivit_from_image', 'init_from', 'image_model_options', 'init_from_image']
 
 # %% ../nbs/17_pretrained.ipynb #86178c65
 @dataclass
@@ -252,10 +255,15 @@ def load_image_vit(model: ViViTBase, # any of the four ViViT models, shaped like
 
 # %% ../nbs/17_pretrained.ipynb #1f2b07f1
 def image_vit_options(img: ImageViT, # the image model
-                      heads: int | None = None, # attention heads if the weights don't say (None: D/64, as in every ViT size)
+                      heads: int | None = None, # attention heads, needed when the weights don't say (torchvision, timm files)
                      ) -> dict:
     "The `ViViTConfig` fields that make a ViViT fit `img` (on top of the `base` preset): all but the clip format."
-    heads = heads or img.heads or img.dim // 64
+    heads = heads or img.heads
+    if heads is None:
+        raise ValueError(f"{img.source}: the weights do not say how many attention heads the ViT has: pass heads= (on the "
+                         f"command line --heads); ViT-Ti/S/B/L use 64-wide heads (here that would be {img.dim // 64}), "
+                         "ViT-H/14 16 heads of 80, so no number is a safe guess")
+    if img.dim % heads: raise ValueError(f"{img.source}: width {img.dim} does not split into {heads} heads")
     return dict(patch_size=img.patch_size, in_chans=img.patch_weight.shape[1], dim=img.dim, depth=img.depth, spatial_depth=img.depth,
                 heads=heads, dim_head=img.dim // heads, mlp_dim=img.mlp_dim, embedding="conv", patch_norm=False, qkv_bias=True,
                 gelu=img.gelu, norm_eps=img.eps, final_norm=img.norm is not None)
@@ -268,7 +276,7 @@ def vivit_from_image(src, # what `read_image_vit` reads (path, state dict, model
                      image_size=None, # (H, W) of the clips; None: the image model's
                      temporal_depth: int = 4, # layers of Model 2's (new) temporal encoder
                      embed_init: str = "central", # "central" or "average"
-                     heads: int | None = None, # attention heads if the weights don't say (None: D/64, as in every ViT size)
+                     heads: int | None = None, # attention heads, needed when the weights don't say (torchvision, timm files)
                      **overrides, # any other ViViTConfig field (pool, dropout, attn_impl, ...)
                     ) -> ViViTBase:
     "A ViViT shaped like an image ViT and initialised from it (ViViT's recipe): `(B, C, T, H, W)` -> `(B, num_classes)`."
@@ -279,3 +287,93 @@ def vivit_from_image(src, # what `read_image_vit` reads (path, state dict, model
     model = VIVIT_VARIANTS[cfg.variant](cfg)
     load_image_vit(model, img, embed_init=embed_init)
     return model
+
+# %% ../nbs/17_pretrained.ipynb #7e7b4838
+def _head_keys(model: nn.Module) -> list[str]:
+    "State-dict keys of the classifier Linear (weight, and bias if it has one)."
+    owner, attr = _classifier(model)
+    lin = getattr(owner, attr)
+    prefix = {id(m): n for n, m in model.named_modules()}[id(lin)]
+    return [f"{prefix}.weight"] + ([f"{prefix}.bias"] if lin.bias is not None else [])
+
+def init_from(model: nn.Module, # freshly built for `spec` (changed in place)
+              spec: RunSpec, # the new run: its classes decide the head rows
+              src, # a run folder (best/, else last/), a checkpoint folder or a .safetensors file
+             ) -> str:
+    "Load pretrained weights into `model`: all but the classifier exactly, classifier rows matched by class name."
+    src, old_classes = Path(src), None
+    if src.is_dir() and (src / RUN_FILE).is_file():
+        old = RunSpec.load(src)
+        diff = {k: (getattr(old, k), getattr(spec, k)) for k in ("model", "preset", "options", "frames", "image_size")
+                if getattr(old, k) != getattr(spec, k)}
+        if diff: raise ValueError(f"{src / RUN_FILE}: fine-tuning keeps the architecture, but " +
+                                  ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+        ck = find_checkpoint(src / "best") or find_checkpoint(src / "last")
+        if ck is None: raise FileNotFoundError(f"{src}: no complete checkpoint in best/ or last/")
+        src, old_classes = ck, old.classes
+    sd, path = read_weights(src)
+    target, head = model.state_dict(), _head_keys(model)
+    missing = [k for k in target if k not in sd and k not in head]
+    unexpected = [k for k in sd if k not in target]
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in sd
+              if k in target and k not in head and sd[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(f"{path}: weights do not fit the {spec.model} ({spec.preset}) being trained: " + "; ".join(
+            f"{what}: {', '.join(ks[:5])}{' ...' if len(ks) > 5 else ''}" for what, ks in
+            (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if ks))
+    new = {k: (v.clone() if k in head else sd[k]) for k, v in target.items()}
+    carried = []
+    if all(k in sd for k in head):
+        if old_classes is not None:
+            if len(old_classes) != sd[head[0]].shape[0]:
+                raise ValueError(f"{path}: its classifier has {sd[head[0]].shape[0]} rows but {src / RUN_FILE} names {len(old_classes)} classes")
+            for row, name in enumerate(spec.classes):
+                if name in old_classes:
+                    for k in head: new[k][row] = sd[k][old_classes.index(name)]
+                    carried.append(name)
+        elif all(sd[k].shape == target[k].shape for k in head):
+            new.update({k: sd[k] for k in head}); carried = list(spec.classes)
+    model.load_state_dict(new)
+    fresh = [c for c in spec.classes if c not in carried]
+    return (f"initialised from {path}: {len(target) - len(head)} tensors; classifier rows kept for {len(carried)} "
+            f"class(es) ({', '.join(carried) or 'none'}), new for {len(fresh)} ({', '.join(fresh) or 'none'})")
+
+# %% ../nbs/17_pretrained.ipynb #a36fc0da
+def image_model_options(model: str, # "vivit" or "nonlocal"
+                        path, # the image model's weights file or folder
+                        heads: int | None = None, # vivit: attention heads, needed when the file does not say
+                       ) -> dict:
+    "Builder options that make the run's model fit an image model (ViT for vivit); for nonlocal, check the file is a ResNet."
+    if model == "vivit":
+        return image_vit_options(read_image_vit(path, heads=heads), heads=heads)
+    if heads is not None: raise ValueError("heads= (--heads) is for an image ViT; a ResNet has no attention heads")
+    _resnet_state_dict(path)                                         # only checked: the ResNet's shape is the preset's
+    return {}
+
+def _resnet_state_dict(path) -> dict:
+    "A torchvision ResNet-50 state dict from `path`, or an error naming the file."
+    path = Path(path)
+    if path.is_dir(): raise ValueError(f"{path}: a folder; --model nonlocal takes a ResNet-50 weights file")
+    sd, _ = _read_file(path)
+    if "layer1.0.conv1.weight" not in sd or "conv1.weight" not in sd:
+        raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight / layer1.0.conv1.weight): "
+                         "--model nonlocal takes ResNet-50 weights such as torchvision's resnet50-*.pth")
+    return sd
+
+def init_from_image(model: nn.Module, # freshly built for `spec` (changed in place)
+                    spec: RunSpec, # with finetune={"image_weights": path, "embed_init": ...}
+                   ) -> str:
+    "Load the image model named in `spec.finetune` into `model`; return a line saying what was loaded and what starts new."
+    path = spec.finetune["image_weights"]
+    if spec.model == "vivit":
+        rep = load_image_vit(model, path, embed_init=spec.finetune.get("embed_init", "central"))
+        n = sum(model.get_parameter(k).numel() for k in rep["loaded"])
+        new = sorted({k.split(".")[0] for k in rep["new"]})
+    else:
+        from vivit_edu.models.resnet_nl import load_resnet2d
+        left = load_resnet2d(model, _resnet_state_dict(path))
+        if "conv1.weight" in left: raise ValueError(f"{path}: its ResNet weights do not fit this model (conv1 differs)")
+        n = sum(v.numel() for k, v in model.named_parameters() if k not in left)     # parameters, not BN statistics
+        new = sorted({k.split(".")[0] if k.startswith("fc.") else ".".join(k.split(".")[:2]) for k in left
+                      if not k.endswith("num_batches_tracked")})
+    return f"initialised from the image model {path}: {n:,} of {count_parameters(model):,} parameters; new: {', '.join(new)}"

@@ -6,8 +6,8 @@ Docs: https://vivit-edu.github.io/vivit_edu/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #15a3518c
 from __future__ import annotations
-import csv, math, os, random, shutil, time, warnings
-from dataclasses import dataclass, asdict, replace
+import csv, json, math, os, random, shutil, time, warnings
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -18,20 +18,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import check_shape, get_device, seed_everything, count_parameters
-from .data.datasets import normalize_clips, KINETICS_MEAN, KINETICS_STD
+from .data.datasets import normalize_clips, video_transform, KINETICS_MEAN, KINETICS_STD
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'CKPT_WEIGHTS', 'CKPT_STATE', 'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch',
-           'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps', 'build_scheduler', 'resolve_amp', 'autocast',
-           'unpack_batch', 'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler',
-           'make_loader', 'evaluate', 'predict', 'save_weights', 'read_weights', 'load_weights', 'rng_state',
-           'set_rng_state', 'write_checkpoint', 'find_checkpoint', 'read_checkpoint_state', 'History', 'in_notebook',
-           'LivePlot', 'Trainer', 'fit', 'plot_confusion']
+__all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'SCHEDULE_KEYS', 'CKPT_WEIGHTS', 'CKPT_STATE', 'RUN_FILE', 'MODEL_KINDS',
+           'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps',
+           'build_scheduler', 'resolve_amp', 'autocast', 'unpack_batch', 'train_one_epoch', 'EvalResult',
+           'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader', 'evaluate', 'predict',
+           'save_weights', 'read_weights', 'load_weights', 'rng_state', 'set_rng_state', 'write_checkpoint',
+           'find_checkpoint', 'read_checkpoint_state', 'preset_input', 'RunSpec', 'run_checkpoint', 'load_run',
+           'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit', 'plot_confusion']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SCHEDULES = ("cosine", "constant")
+SCHEDULE_KEYS = ("epochs", "warmup_epochs", "warmup_steps", "schedule", "min_lr") # what the learning-rate schedule is built from
 
 @dataclass
 class TrainConfig:
@@ -76,7 +78,11 @@ class TrainConfig:
         if self.schedule not in SCHEDULES: bad("schedule", f"expected one of {SCHEDULES}")
         for name in ("epochs", "batch_size", "grad_accum", "eval_every"):
             if int(getattr(self, name)) < 1: bad(name, "must be at least 1")
+        for name in ("lr", "weight_decay", "momentum", "warmup_epochs", "min_lr", "label_smoothing", "mixup_alpha", "clip_grad"):
+            v = getattr(self, name)
+            if v is not None and not math.isfinite(v): bad(name, "must be a finite number")    # nan passes every < and >
         if self.lr <= 0: bad("lr", "must be positive")
+        if self.weight_decay < 0 or self.warmup_epochs < 0: bad("weight_decay" if self.weight_decay < 0 else "warmup_epochs", "must be >= 0")
         if not 0 <= self.label_smoothing < 1: bad("label_smoothing", "must be in [0, 1)")
         if self.mixup_alpha < 0: bad("mixup_alpha", "must be >= 0 (0 turns mixup off)")
         if self.clip_grad is not None and self.clip_grad <= 0: bad("clip_grad", "must be positive or None")
@@ -413,6 +419,9 @@ def read_weights(path: str | Path, # a .safetensors file, or a checkpoint folder
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
     try: sd = load_file(str(path))
     except Exception as e: raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+    bad = next((k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None: raise ValueError(f"{path}: the weights hold nan or inf values (first in {bad}): the file is damaged, "
+                                         "or was saved by a run whose training diverged")
     return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}, path
 
 def load_weights(model: nn.Module, # model to load into (compile/DDP wrappers are unwrapped)
@@ -484,6 +493,142 @@ def read_checkpoint_state(folder: str | Path) -> dict:
     found = find_checkpoint(folder)
     if found is None: raise FileNotFoundError(f"{folder}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
     return torch.load(found / CKPT_STATE, map_location="cpu", weights_only=True)
+
+# %% ../nbs/10_train.ipynb #3a88b938
+RUN_FILE = "run.json"
+MODEL_KINDS = ("vivit", "nonlocal")
+
+def _size(v) -> int | tuple:
+    "An int short side, or an (H, W) tuple."
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1: return int(v[0])
+        if len(v) != 2: raise ValueError(f"size must be one number (short side) or (H, W), got {v!r}")
+        return (int(v[0]), int(v[1]))
+    return int(v)
+
+def preset_input(model: str, # "vivit" or "nonlocal"
+                 preset: str, # the builder's preset
+                ) -> tuple[int, tuple]:
+    "(T, (H, W)): the clip format a preset is made for."
+    if model == "vivit":
+        from vivit_edu.models.vivit import vivit_config
+        c = vivit_config(preset=preset)
+    else:
+        from vivit_edu.models.resnet_nl import NL_PRESETS
+        if preset not in NL_PRESETS: raise ValueError(f"unknown nonlocal preset {preset!r}: use one of {list(NL_PRESETS)}")
+        c = NL_PRESETS[preset]
+    return c.frames, tuple(c.image_size)
+
+@dataclass
+class RunSpec:
+    "What a trained model needs to be rebuilt and fed: its builder and options, class names, clip format."
+    model: str = "vivit" # "vivit" (`vivit()`) or "nonlocal" (`nl_resnet50()`)
+    preset: str = "tiny" # the builder's preset
+    options: dict = field(default_factory=dict) # other builder keywords, e.g. variant, pool, dim
+    classes: list = field(default_factory=list) # class names in label order
+    frames: int = 8 # T, frames per clip
+    size: int | tuple = (32, 32) # resize: (H, W), or the short side (then `crop` is needed)
+    crop: int | None = None # square crop after resizing (random in training, centre otherwise); None: no crop
+    finetune: dict = field(default_factory=dict) # how training started: {"init": weights it started from, "case": ...}
+    data: dict = field(default_factory=dict) # the folders it trains on: {"train": ..., "val": ... or None}, absolute paths
+
+    def __post_init__(self):
+        if self.model not in MODEL_KINDS: raise ValueError(f"RunSpec.model={self.model!r}: use one of {MODEL_KINDS}")
+        self.size, self.classes = _size(self.size), list(self.classes)
+        if isinstance(self.size, int) and self.crop is None:
+            raise ValueError(f"RunSpec.size={self.size} is a short side, so clips would differ in width: give a crop, "
+                             f"or size=(H, W)")
+        if self.frames < 1: raise ValueError(f"RunSpec.frames={self.frames}: must be at least 1")
+        if min((self.size,) if isinstance(self.size, int) else self.size) < 1 or (self.crop is not None and self.crop < 1):
+            raise ValueError(f"RunSpec.size={self.size}, crop={self.crop}: frame sizes must be at least 1 pixel")
+
+    @property
+    def image_size(self) -> tuple:
+        "(H, W) of the clips the model sees."
+        return (self.crop, self.crop) if self.crop else self.size
+
+    def build(self) -> nn.Module:
+        "A freshly initialised model for these classes and this clip format."
+        if not self.classes: raise ValueError("RunSpec.classes is empty: the model needs at least one class")
+        kw = dict(self.options, num_classes=len(self.classes), frames=self.frames, image_size=self.image_size)
+        if self.model == "vivit":
+            from vivit_edu.models.vivit import vivit
+            return vivit(preset=self.preset, **kw)
+        from vivit_edu.models.resnet_nl import nl_resnet50
+        return nl_resnet50(preset=self.preset, **kw)
+
+    def transform(self, *, train: bool, flip: bool = False, uint8: bool = False):
+        "uint8 (T, H, W, C) frames -> the model's float (C, T, H, W) clip (random crop and flips only when `train`)."
+        return video_transform(train=train, size=self.size, crop=self.crop, flip=flip, uint8=uint8)  # uint8: see lesson 03
+
+    def save(self, folder) -> Path:
+        "Write `folder/run.json` atomically."
+        path = Path(folder) / RUN_FILE; path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{RUN_FILE}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(self), indent=1) + "\n"); os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, folder) -> RunSpec:
+        "Read `folder/run.json` (or the file itself), naming the file in any error."
+        path = Path(folder)
+        if not path.exists(): raise FileNotFoundError(f"{path}: no such run folder")
+        path = path / RUN_FILE if path.is_dir() else path
+        if not path.is_file(): raise FileNotFoundError(f"{path}: no such run file (is {path.parent} a vivit-edu train run folder?)")
+        try: d = json.loads(path.read_text())
+        except ValueError as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(d, dict): raise ValueError(f"{path}: expected a JSON object of run settings, got a {type(d).__name__}")
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown: raise ValueError(f"{path}: unknown field(s) {sorted(unknown)}")
+        try: spec = cls(**d)
+        except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from e  # e.g. "frames": "8" or size [1, 2, 3]
+        if not spec.classes: raise ValueError(f"{path}: no class names (its 'classes' is empty or missing): not a finished run.json")
+        return spec
+
+# %% ../nbs/10_train.ipynb #ec1feb05
+def _check_owner(path: Path, run_dir: Path, spec: RunSpec):
+    "Refuse weights that belong to another run folder whose classes or clip format differ from `spec`'s."
+    if path.is_dir(): cands = [path, path.parent]                 # a run folder, or one of its checkpoint folders
+    else: cands = [path.parent.parent] if (path.parent / CKPT_STATE).exists() else []   # a weights file in a checkpoint
+    owner = next((d for d in cands if (d / RUN_FILE).is_file()), None)
+    if owner is None or owner.resolve() == run_dir.resolve(): return
+    other = RunSpec.load(owner)
+    diff = [f"{k} {getattr(other, k)!r} there vs {getattr(spec, k)!r} here" for k in
+            ("model", "preset", "options", "classes", "frames", "size", "crop") if getattr(other, k) != getattr(spec, k)]
+    if diff: raise ValueError(f"{path}: these weights belong to the run {owner}, not to {run_dir}: " + "; ".join(diff) +
+                              f" (the model would be fed or labelled wrongly): use --run {owner}")
+
+def run_checkpoint(run_dir, # a training run folder (it holds run.json)
+                   which: str = "best", # "best" (else "last"), "last", or a checkpoint folder / .safetensors file
+                  ) -> Path:
+    "The weights file of a run folder that `load_run` would read (a checkpoint of another run is refused)."
+    run_dir = Path(run_dir)
+    if run_dir.is_file(): raise ValueError(f"{run_dir}: a file, not a run folder (give the folder that holds {RUN_FILE})")
+    spec = RunSpec.load(run_dir)
+    if which in ("best", "last"):
+        names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
+        path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
+        if path is None: raise FileNotFoundError(f"{run_dir}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) in "
+                                                 f"{' or '.join(n + '/' for n in names)}: has its first epoch finished?")
+        return path / CKPT_WEIGHTS
+    path = Path(which)
+    if not path.exists(): raise FileNotFoundError(f"{path}: no such checkpoint folder or weights file")
+    _check_owner(path, run_dir, spec)
+    if path.is_dir() and (path / RUN_FILE).is_file():                       # a whole run folder: its best, else last
+        path = find_checkpoint(path / "best") or find_checkpoint(path / "last") or path / "best"
+    if path.is_dir() and find_checkpoint(path) is None:
+        raise FileNotFoundError(f"{path}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
+    return find_checkpoint(path) / CKPT_WEIGHTS if path.is_dir() else path
+
+def load_run(run_dir, # a training run folder (`train_folder`, `vivit-edu train`)
+             which: str = "best", # "best" (else "last"), "last", or a checkpoint folder / .safetensors file
+             *, device: str | torch.device | None = "cpu",
+            ) -> tuple[nn.Module, RunSpec]:
+    "The trained model of a run folder (in eval mode) and its `RunSpec`."
+    path = run_checkpoint(run_dir, which)
+    spec = RunSpec.load(run_dir)
+    model = load_weights(spec.build(), path)
+    return model.to(device or "cpu").eval(), spec
 
 # %% ../nbs/10_train.ipynb #efd80f6f
 HISTORY_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top5",
@@ -607,9 +752,17 @@ class Trainer:
         self.history = History(state["history"])
         set_rng_state(state["rng"])
         changed = {k: (v, getattr(self.config, k)) for k, v in state["config"].items()
-                   if k not in ("epochs", "progress", "live_plot", "num_workers", "device", "out_dir", "eval_batch_size")
+                   if k not in ("progress", "live_plot", "num_workers", "device", "out_dir", "eval_batch_size")
                    and hasattr(self.config, k) and v != getattr(self.config, k) and not
                    (isinstance(v, (list, tuple)) and tuple(v) == tuple(getattr(self.config, k)))}
+        # the learning rate of the next step comes from this run's schedule: the saved one ends at the old `epochs`
+        for g, base, f in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            g["lr"] = base * f(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        sched = {k: changed.pop(k) for k in SCHEDULE_KEYS if k in changed}
+        if sched: warnings.warn(f"resuming {folder}: the learning-rate schedule is rebuilt for " +
+                                ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sched.items()) +
+                                f"; training goes on at step {self.step} with lr {self.optimizer.param_groups[0]['lr']:.3g}")
         kept = [k for k in changed if k in ("lr", "weight_decay", "betas", "momentum")]   # live in the optimiser's state
         if changed: warnings.warn(f"resuming {folder} with a changed config: " +
                                   ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()) +
@@ -635,6 +788,15 @@ class Trainer:
         val = "" if math.isnan(row["val_loss"]) else f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}"
         tqdm.write(f"epoch {row['epoch']:3d}/{c.epochs} train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f}"
                    f"{val} | {row['epoch_time']:.1f} s")
+
+    def _check_finite(self, row: dict, validated: bool):
+        "Stop on a nan or inf loss, before it is saved: `last/` keeps the epoch before (every rank sees the same numbers)."
+        bad = [k for k in ("train_loss",) + (("val_loss",) if validated else ()) if not math.isfinite(row[k])]
+        if not bad: return
+        kept = f"; {self.out_dir / 'last'} still holds epoch {self.epoch - 1}" if self.out_dir and self.epoch > 1 else ""
+        raise FloatingPointError(f"epoch {self.epoch} (optimiser step {self.step}): {', '.join(f'{k} {row[k]}' for k in bad)}: "
+                                 f"training diverged, or the data holds nan/inf values; stopped before saving{kept} "
+                                 "(a lower learning rate, or gradient clipping, may help)")
 
     def fit(self, *, resume: bool | str | Path = False, # True: continue from out_dir/last if it exists; or a checkpoint folder
             stop_after: int | None = None, # return after this many epochs in all (the schedule still spans config.epochs)
@@ -663,6 +825,7 @@ class Trainer:
                 self.last_eval = r
             self.history.append(row)
             for cb in self.callbacks: cb(self, self.history.rows[-1])    # may add metrics to the row, or set should_stop
+            self._check_finite(self.history.rows[-1], validated="eval_time" in row)
             improved = not math.isnan(self.history.rows[-1]["val_acc"]) and row["val_acc"] > self.best_acc
             if improved: self.best_acc = row["val_acc"]
             self.save_checkpoint("last")

@@ -10,6 +10,7 @@ import hashlib, json, logging, os, re, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,13 @@ from ..core import cache_dir
 from .video import read_video, probe_video, VideoError, VideoInfo
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS',
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS', 'RLDD_FOLD',
            'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize', 'CenterCrop',
            'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose', 'video_transform',
            'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips',
-           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder']
+           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder',
+           'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder', 'data_layout', 'check_video',
+           'DataCheck', 'check_data']
 
 # %% ../../nbs/03_data.datasets.ipynb #d9fa1f4c
 class UniformSampler:
@@ -464,3 +467,173 @@ class VideoFolder(VideoClips):
         super().__init__(records, classes, sampler=sampler or UniformSampler(num_frames, jitter=train),
                          transform=transform or video_transform(train=train),
                          clips_per_video=clips_per_video, return_video_id=return_video_id)
+
+# %% ../../nbs/03_data.datasets.ipynb #295e2ef5
+def split_videos(labels: Sequence[int], # the class of each video
+                 fraction: float = 0.2, # share of each class held out
+                 seed: int = 0,
+                ) -> tuple[list[int], list[int]]: # (train, validation) video indices, sorted
+    "Stratified split: round(fraction * n) videos of each class (at least one when it has two or more) to validation."
+    if not 0 < fraction < 1: raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    rng, labels = np.random.default_rng(seed), np.asarray(labels)
+    val = []
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        n = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+        val += rng.choice(idx, n, replace=False).tolist()
+    val = sorted(val)
+    return sorted(set(range(len(labels))) - set(val)), val
+
+# %% ../../nbs/03_data.datasets.ipynb #ad67062d
+def is_ucf101_root(root) -> bool:
+    "True for a folder in UCF101's layout (UCF-101/ and ucfTrainTestlist/)."
+    return (Path(root) / "UCF-101").is_dir() and (Path(root) / "ucfTrainTestlist").is_dir()
+
+def _keep(ds: VideoFolder, idx: Sequence[int]) -> VideoFolder:
+    "`ds` restricted to the videos `idx` (in place)."
+    ds.records = [ds.records[i] for i in idx]
+    return ds
+
+def _check_classes(ds: VideoFolder, root):
+    "Refuse a folder a classifier cannot learn from: a class folder without one usable video, or fewer than two classes."
+    have, skipped = {r.label for r in ds.records}, {}
+    for p, _ in ds.skipped: skipped[Path(p).parent.name] = skipped.get(Path(p).parent.name, 0) + 1
+    empty = [f"{c}/ ({skipped[c]} file(s) skipped, named in the warnings above)" if c in skipped else
+             f"{c}/ (no {'/'.join(VIDEO_EXTENSIONS)} files)" for k, c in enumerate(ds.classes) if k not in have]
+    if empty: raise ValueError(f"{root}: class folder(s) without a usable video: {', '.join(empty)}; "
+                               "add videos or move the folder(s) out (every class folder becomes an output of the model)")
+    if len(ds.classes) < 2:
+        raise ValueError(f"{root}: only one class folder ({ds.classes[0]}/); a classifier needs at least two classes")
+
+def clip_datasets(data, # a folder of class folders, or a UCF101 root
+                  *, frames: int = 8, # T, frames per clip
+                  size: int | tuple = (32, 32), # resize frames to (H, W), or their short side to one number (then give `crop`)
+                  crop: int | None = None, # square crop after resizing (random in training, centre otherwise); None: no crop
+                  val=None, # a validation folder with the same class folders; None: split `data`
+                  val_fraction: float = 0.2, # share of each class held out when `val` is None
+                  seed: int = 0, # the split's seed
+                  augment: bool = True, # random frames and crops in training
+                  flip: bool = False, # random horizontal flips in training (only if mirroring keeps the label)
+                  fold: int = 1, # UCF101 official split
+                  index_workers: int = 4, # threads probing the files once (then cached)
+                  uint8: bool = False, # clips stay uint8 until the device (4x fewer bytes through the DataLoader)
+                 ) -> tuple:
+    "(train, validation, class names): training and validation clip datasets of a folder."
+    data = Path(data)
+    if not data.exists(): raise FileNotFoundError(f"{data}: no such folder")
+    if not data.is_dir(): raise ValueError(f"{data}: a file, not a folder (give the folder that holds one sub-folder per class)")
+    if val is not None and not Path(val).is_dir():
+        if Path(val).exists(): raise ValueError(f"{val}: a file, not a validation folder (give a folder of class folders)")
+        raise FileNotFoundError(f"{val}: no such validation folder")
+    if frames < 1: raise ValueError(f"frames={frames}: a clip needs at least 1 frame")
+    if isinstance(size, int) and crop is None: raise ValueError(f"size={size} is a short side, so clips would differ in width: give a crop")
+    tf_train = video_transform(train=augment, size=size, crop=crop, flip=flip and augment, uint8=uint8)
+    tf_val = video_transform(train=False, size=size, crop=crop, uint8=uint8)
+    sampler = lambda train: UniformSampler(frames, jitter=train and augment)
+    if is_ucf101_root(data):
+        kw = dict(protocol="official", fold=fold, workers=index_workers)
+        tr = UCF101(data, split="train", transform=tf_train, sampler=sampler(True), **kw)
+        va = UCF101(data, split="test", transform=tf_val, sampler=sampler(False), **kw)
+        return tr, va, tr.classes
+    tr = VideoFolder(data, sampler=sampler(True), transform=tf_train, workers=index_workers)
+    _check_classes(tr, data)
+    if val is not None:
+        va = VideoFolder(val, sampler=sampler(False), transform=tf_val, workers=index_workers)
+        if va.classes != tr.classes:
+            raise ValueError(f"{val}: its class folders {va.classes} differ from those of {data}: {tr.classes}")
+        return tr, va, tr.classes
+    if len(tr.records) < 2: raise ValueError(f"{data}: {len(tr.records)} usable video(s); need at least 2 to split off validation")
+    t_idx, v_idx = split_videos([r.label for r in tr.records], val_fraction, seed)
+    with warnings.catch_warnings():                  # the second index of the same folder: skipped files were reported once
+        warnings.simplefilter("ignore")
+        va = VideoFolder(data, sampler=sampler(False), transform=tf_val, workers=index_workers)
+    return _keep(tr, t_idx), _keep(va, v_idx), tr.classes
+
+# %% ../../nbs/03_data.datasets.ipynb #01e02a2a
+def make_example_folder(root, # folder to create (class sub-folders are written into it)
+                        classes: Sequence[str] = ("FadeIn", "MoveRight", "ZoomIn"), # embedded-dataset actions
+                        videos_per_class: int = 8,
+                        seed: int = 0,
+                       ) -> Path:
+    "A small clip folder (root/<class>/<video>.avi) drawn by the embedded dataset's generator; every video has its own scene."
+    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip
+    from vivit_edu.data.video import write_video
+    root, cfg = Path(root), EmbeddedConfig(seed=seed)
+    for action in classes:
+        if action not in cfg.classes: raise ValueError(f"unknown action {action!r}: use some of {list(cfg.classes)}")
+        for i in range(videos_per_class):
+            g, c = 1000 + len(cfg.classes) * i + cfg.classes.index(action), 1      # a scene no other video shares
+            path = root / action / f"{action.lower()}_{i:03d}.avi"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists(): write_video(path, embedded_clip(cfg, action, g, c), fps=cfg.fps)
+    return root
+
+# %% ../../nbs/03_data.datasets.ipynb #16052e28
+RLDD_FOLD = re.compile(r"^fold\d+_part\d+$", re.I)
+
+def data_layout(root, # a dataset folder
+               ) -> tuple[str, list[Path]]: # ("UCF101", "UTA-RLDD" or "class folders"; its video files, sorted)
+    "Which layout a dataset folder has, and its video files."
+    root = Path(root)
+    if not root.exists(): raise FileNotFoundError(f"{root}: no such folder")
+    if not root.is_dir(): raise ValueError(f"{root}: a file, not a folder")
+    if is_ucf101_root(root):
+        return "UCF101", sorted(f for f in (root / "UCF-101").rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+    if RLDD_FOLD.match(root.name) or any(RLDD_FOLD.match(d.name) for d in root.iterdir() if d.is_dir()):
+        return "UTA-RLDD", [f for _, _, f in find_rldd(root)]
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes: raise FileNotFoundError(f"{root}: expected class sub-folders holding video files, a UCF101 root "
+                                            "(UCF-101/, ucfTrainTestlist/) or UTA-RLDD's FoldN_partM folders")
+    return "class folders", [f for d in classes for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS]
+
+def _header_frames(path) -> int:
+    "Frames the container's header announces for its first video stream (0: it does not say)."
+    import av
+    try:
+        with av.open(str(path)) as c: return int(c.streams.video[0].frames or 0) if c.streams.video else 0
+    except Exception: return 0
+
+def check_video(path, # a video file
+                *, min_frames:int=8, # fewer decodable frames than this: too short for a clip
+                min_size:int=16, # frames smaller than this on a side are refused
+               ) -> str:
+    "What is wrong with a video file for training ('' when nothing): empty, unreadable, no video, too short, tiny, truncated."
+    p = Path(path)
+    try: size = p.stat().st_size
+    except OSError as e: return f"cannot stat ({e.strerror})"
+    if size == 0: return "empty file (0 bytes)"
+    r = _probe(str(p))                                                   # decodes every frame
+    if "error" in r: return r["error"]
+    info = VideoInfo(**r["info"])
+    header = _header_frames(p)
+    if header > info.num_frames + 1: return f"truncated: {info.num_frames} of the {header} frames its header announces decode"
+    if info.num_frames < min_frames: return f"too short: {info.num_frames} frame(s) decode, fewer than {min_frames}"
+    if min(info.width, info.height) < min_size: return f"frames of {info.width}x{info.height}: under {min_size} pixels on a side"
+    return ""
+
+@dataclass
+class DataCheck:
+    "What `check_data` found: the layout and, for every video file, its problem ('' when it is good)."
+    root: str
+    layout: str # "UCF101", "UTA-RLDD" or "class folders"
+    files: dict # path -> problem ('' for a good file)
+    @property
+    def bad(self) -> dict: return {p: why for p, why in self.files.items() if why}
+    def summary(self) -> str:
+        n, b = len(self.files), len(self.bad)
+        return f"{self.root} ({self.layout}): {n} video file(s), {n - b} good, {b} bad"
+    def __repr__(self): return f"DataCheck({self.summary()})"
+
+def check_data(root, # a UCF101 root, a UTA-RLDD folder, or a folder of class folders
+               *, min_frames:int=8, min_size:int=16, # see `check_video`
+               workers:int=4, # files checked at once
+               on_bad:Callable|None=None, # called with (path, problem) for each bad file, in order, as they are found
+              ) -> DataCheck:
+    "Check every video file of a dataset folder (never stopping at the first bad one): one problem per bad file."
+    layout, files = data_layout(root)
+    found = {}
+    with ThreadPoolExecutor(max(1, min(workers, len(files)))) as ex:
+        for f, why in zip(files, ex.map(lambda f: check_video(f, min_frames=min_frames, min_size=min_size), files)):
+            found[str(f)] = why
+            if why and on_bad is not None: on_bad(str(f), why)
+    return DataCheck(str(root), layout, found)
