@@ -236,8 +236,11 @@ def test_eval_clips_per_video_and_averaging(tiny):
     ds = UCF101(tiny, split="test", num_frames=8, clips_per_video=3, return_video_id=True)
     vids = torch.tensor([ds[i][2] for i in range(len(ds))])
     assert len(ds) == 3 * len(ds.records) and torch.equal(vids, torch.arange(len(ds.records)).repeat_interleave(3))
-    mean, v = average_by_video(torch.ones(len(ds), 8), vids)
+    scores = torch.randn(len(ds), 8, generator=torch.Generator().manual_seed(0))   # distinct scores per clip
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(1))      # clips of a video need not be adjacent
+    mean, v = average_by_video(scores[order], vids[order])
     assert mean.shape == (len(ds.records), 8) and torch.equal(v, torch.arange(len(ds.records)))
+    torch.testing.assert_close(mean, scores.reshape(len(ds.records), 3, 8).mean(1))  # each video: the mean of its 3 clips
 
 
 def test_clear_errors(tmp_path, tiny):

@@ -254,9 +254,11 @@ def test_evaluate_finetune(model):
     grown = grow_head(copy.deepcopy(model))
     logits, labels = collect_logits(grown, ds, batch_size=2)
     assert logits.shape == (5, 6) and labels.tolist() == [0, 1, 5, 5, 2]
-    r = evaluate_finetune(grown, ds, new_classes=5, before=model, batch_size=3)
-    assert r.n_new == 2 and r.old_acc_before is not None
-    assert model.training == grown.training  # mode restored
+    for mode in (True, False):                # each model's own mode is restored, whichever it was
+        grown.train(mode); model.train(not mode)
+        r = evaluate_finetune(grown, ds, new_classes=5, before=model, batch_size=3)
+        assert r.n_new == 2 and r.old_acc_before is not None
+        assert {m.training for m in grown.modules()} == {mode} and {m.training for m in model.modules()} == {not mode}
 
 
 def test_recommend_case():

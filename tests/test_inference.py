@@ -50,7 +50,18 @@ def test_windows_and_direct_agreement(model, video_file, stride, hop, smooth):
         assert [v for _, v in p.topk] == sorted((v for _, v in p.topk), reverse=True)
         assert p.time_s == pytest.approx(p.frame / 25)
     assert r.stats.frames == len(frames) and r.stats.model_calls == len(ends)
-    assert r.stats.source_fps == pytest.approx(25) and r.stats.keeps_up in (True, False)
+    assert r.stats.source_fps == pytest.approx(25) and r.stats.keeps_up is (r.stats.fps >= 25)
+    assert ("keeps up" if r.stats.keeps_up else "too slow") in r.stats.summary()
+
+
+def test_keeps_up_compares_frame_rates():
+    "A stream keeps up when it processes frames at least as fast as the source delivers them."
+    from vivit_edu.inference import StreamStats
+    assert StreamStats(frames=50, seconds=1.0, source_fps=25).keeps_up is True           # 50 frames/s for a 25 fps video
+    assert StreamStats(frames=25, seconds=1.0, source_fps=25).keeps_up is True           # exactly real time
+    slow = StreamStats(frames=50, seconds=4.0, source_fps=25)                             # 12.5 frames/s
+    assert slow.keeps_up is False and "too slow (0.5x real time)" in slow.summary()
+    assert StreamStats(frames=50, seconds=1.0).keeps_up is None                          # source rate unknown
 
 
 def test_stream_from_iterator_and_reset(model):

@@ -152,3 +152,9 @@ def test_paper_forward():
     with torch.no_grad():
         assert m(x).shape == (1, 99)
     assert abs(vivit_flops(m, x) / 1e9 - 127.9) < 0.05       # FACTS.md: 127.9 GFLOPs forward
+
+
+def test_paper_flops_on_the_meta_device():
+    "vivit_flops of the paper preset, counted from shapes alone (meta tensors: no memory, no arithmetic)."
+    with torch.device("meta"): m = vivit(preset="paper", num_classes=99)
+    assert abs(vivit_flops(m, torch.empty(1, 3, 150, 240, 320, device="meta")) / 1e9 - 127.9) < 0.05   # FACTS.md

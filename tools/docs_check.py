@@ -1,16 +1,19 @@
 #!/usr/bin/env python
 """Docs check: do the lesson pages render, with their math, figures and widgets, and without errors?
 
-What it does (run it as `make docs-check`, or `.venv/bin/python tools/docs_check.py [--only RE] [--keep]`):
+What it does (run it as `make docs-check`, or `.venv/bin/python tools/docs_check.py [--only RE] [--keep] [--workers N]`):
 
 0. checks the Quarto/nbdev docs settings (`_quarto.yml`, `[tool.nbdev]`, `nbs/styles.css`);
 1. runs nbdev's docs processing, `nbdev-proc-nbs` (what `nbdev-docs` does before Quarto), and then
    `nbdev-sidebar` (nbdev-proc-nbs writes a sidebar that lists every file in nbs/);
 2. executes every lesson notebook (nbs/*.ipynb, not `_*`) in a real kernel with nbclient and
    `store_widget_state=True`, skipping the cells nbdev-test skips (`tst_flags` from pyproject, always
-   including slow/cuda/data, and `#| eval: false`) by tagging them `skip-execution`;
-   MPLBACKEND is unset so the kernel's inline backend makes figures, torch gets 1 thread, and
-   VIVIT_EDU_CACHE is a throwaway folder unless set;
+   including slow/cuda/data, and `#| eval: false`) by tagging them `skip-execution`, `--workers` lessons at
+   a time; MPLBACKEND is unset so the kernel's inline backend makes figures, torch gets 1 thread, and
+   VIVIT_EDU_CACHE is a throwaway folder unless set. Each lesson is executed once: `make test` runs this
+   step alone (`--execute-only`: the lessons' tests, failing on any error, timeout or stall, naming the
+   lesson and the cell) and the docs check reuses those executions when the lesson and the library are
+   unchanged since (a fingerprint in the notebook's metadata), executing only the others;
 3. converts each executed notebook to HTML with nbconvert, with MathJax 2, require.js and the
    widget manager (@jupyter-widgets/html-manager@1) served from local npm packages that it installs
    into a cache folder (CDNs may be unreachable; a page offline must still render);
@@ -22,15 +25,17 @@ What it does (run it as `make docs-check`, or `.venv/bin/python tools/docs_check
 5. prints a table and exits 1 naming each page and problem if a check fails (2: setup problem).
 
 Executed notebooks, HTML and dumped DOMs go to `_docs_check/` (removed at the end unless `--keep`
-or a check failed); nbs/ is never written, except nbdev's generated nbs/nbdev.yml and nbs/sidebar.yml
+or a check failed; `--execute-only` leaves its executions there for the docs check); nbs/ is never written, except nbdev's generated nbs/nbdev.yml and nbs/sidebar.yml
 (nbdev-proc-nbs also fills _proc/ and rebuilds vivit_edu/_modidx.py, unchanged when the library is in sync).
 The checking functions (`check_page`, `notebook_facts`, `has_math`, `raw_tex`, ...) are pure, so
-tests/test_docs_check.py tests them on small synthetic pages and notebooks.
+tests/test_docs_check.py tests them on small synthetic pages and notebooks; it also executes small notebooks
+(timeouts, errors, widgets: see `LessonClient` on jupyter/nbclient issue 312, and reuse).
 """
 from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -236,6 +241,7 @@ class PageResult:
     math: str = "-"
     widgets: str = "-"
     errors: int = 0
+    executed: str = "-"  # seconds the lesson's execution took, or "reused" (executed by make test)
     seconds: float = 0.0
     problems: list = field(default_factory=list)
 
@@ -368,11 +374,11 @@ def sidebar_problems(sidebar: dict, nbs_dir: Path) -> list[str]:
     return out
 
 
-COLUMNS = ("page", "proc", "cells run", "figures", "math", "widgets", "errors", "seconds")
+COLUMNS = ("page", "proc", "cells run", "figures", "math", "widgets", "errors", "executed", "seconds")
 
 
 def format_table(results: list[PageResult]) -> str:
-    rows = [COLUMNS] + [(r.page, r.proc, r.cells_run, r.figures, r.math, r.widgets, str(r.errors),
+    rows = [COLUMNS] + [(r.page, r.proc, r.cells_run, r.figures, r.math, r.widgets, str(r.errors), r.executed,
                          f"{r.seconds:.1f}") for r in results]
     w = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     line = lambda row: "  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(row))
@@ -558,29 +564,238 @@ def run_proc_nbs(bin_dir: Path, env: dict, names: list[str] | None) -> dict[str,
         if stub: shutil.rmtree(stub, ignore_errors=True)
 
 
-def execute_notebook(src: Path, dst: Path, flags, timeout: int, log: Path | None = None) -> tuple[dict, list[str]]:
-    "Execute a copy of `src` (cwd: its folder) with the flagged cells skipped; write it to `dst` (kernel's own log: `log`)."
-    import nbformat
+# ----------------------------------------------------------------------------------------------
+# executing the lessons: one executor serves `make test` (tools/test_all.sh runs `--execute-only`) and the
+# docs check, which renders the notebooks the test phase executed instead of executing them again
+# ----------------------------------------------------------------------------------------------
+
+EXEC_META = "vivit_edu_execution"  # notebook metadata: fingerprint, seconds, CPU seconds and problems of the run
+SHELL_WAIT_SLICE_S = 0.2           # see LessonClient
+
+
+def source_fingerprint(src: Path, flags) -> str:
+    "Hash of what executing lesson `src` depends on: the notebook, the library's code, the flags of cells not run."
+    h = hashlib.sha1(Path(src).read_bytes())
+    for p in sorted((ROOT / "vivit_edu").rglob("*.py")):
+        if "__pycache__" not in p.parts: h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes())
+    h.update(" ".join(sorted(flags)).encode())
+    return h.hexdigest()
+
+
+def cell_label(nb: dict, i: int) -> str:
+    "'cell 12 (\'first line\')': how problems name cell `i` of `nb` (its index among all cells, as nbdev counts)."
+    cells = nb.get("cells", [])
+    return f"cell {i} ({_first_line(_src(cells[i]))!r})" if 0 <= i < len(cells) else f"cell {i}"
+
+
+def stalled_cells(nb: dict, seconds: dict, timeout: float) -> list[str]:
+    """Problems for the cells whose execution took the whole cell timeout or longer. A cell can get there without a
+    timeout error: when the client misses the kernel's reply it waits until the timeout, then finds the reply and
+    carries on (jupyter/nbclient issue 312); a check that reports such a lesson as ok hides a stall."""
+    return [f"{cell_label(nb, i)} took {s:.0f} s, the whole cell timeout ({timeout:.0f} s): a stalled execution"
+            for i, s in sorted(seconds.items()) if s >= timeout]
+
+
+def _lesson_client_class():
+    from queue import Empty
     from nbclient import NotebookClient
+
+    class LessonClient(NotebookClient):
+        """nbclient's `NotebookClient`, timing each cell, and waiting for each cell's reply in short slices.
+
+        Workaround for jupyter/nbclient issue 312 ("when cell contains ipywidget, execute cell will sometimes
+        blocks"), the cause of lesson 13's stall (616 s, every cell run, reported ok). nbclient stands in for the
+        front end of an `Output` widget (`interactive_output`, our explorers): each output the widget captures is
+        answered with a comm message on the shell socket (`OutputWidget.sync_state` -> `shell_channel.send`) while
+        the client awaits the cell's execute_reply on that same socket. jupyter_client's `Session.send` writes through
+        a plain, non-asyncio shadow of the zmq.asyncio socket; that send can use up ZeroMQ's edge-triggered
+        "readable" signal, and pyzmq's asyncio poller is then never woken for a reply that has already arrived. The
+        client sits idle until the cell timeout, when the poller's last zero-wait poll finds the reply and the cell
+        counts as done. (150 cells that each redraw an explorer three times: 6-8 such 10-15 s waits per run, none
+        without the widget's sends, none with this class.) Waiting in slices of `SHELL_WAIT_SLICE_S` starts a new
+        poll each slice, and a new poll looks at the socket at once: a missed signal costs at most one slice, and the
+        cell timeout still applies to the whole wait."""
+
+        def __init__(self, *args, **kw):
+            super().__init__(*args, on_cell_execute=self._started, on_cell_executed=self._finished, **kw)
+            self.cell_seconds, self.current_cell, self._t0, self.cpu_seconds = {}, None, None, None
+
+        def _started(self, cell, cell_index):
+            self.current_cell, self._t0 = cell_index, time.perf_counter()
+
+        def _finished(self, cell, cell_index, execute_reply):
+            self.cell_seconds[cell_index] = time.perf_counter() - self._t0
+            self.cpu_seconds = _kernel_cpu_seconds(self.km) or self.cpu_seconds
+
+        async def async_start_new_kernel_client(self):
+            kc = await super().async_start_new_kernel_client()
+            shell, get_msg = kc.shell_channel, kc.shell_channel.get_msg
+
+            async def get_msg_in_slices(timeout=None):
+                deadline = None if timeout is None else time.monotonic() + timeout
+                while True:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try: return await get_msg(timeout=SHELL_WAIT_SLICE_S if left is None else min(SHELL_WAIT_SLICE_S, left))
+                    except Empty:
+                        if left is not None and left <= SHELL_WAIT_SLICE_S: raise
+
+            shell.get_msg = get_msg_in_slices
+            return kc
+
+    return LessonClient
+
+
+def _kernel_cpu_seconds(km) -> float | None:
+    "CPU seconds (user + system, its children included) the kernel process has used so far, if it can be read."
+    try:
+        import psutil
+        t = psutil.Process(km.provisioner.process.pid).cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+    except Exception:
+        return None
+
+
+def execute_notebook(src: Path, dst: Path, flags, timeout: int, log: Path | None = None) -> tuple[dict, list[str]]:
+    """Execute a copy of `src` (cwd: its folder) with the flagged cells skipped; write it to `dst` (kernel's own log:
+    `log`). Returns the executed notebook and its problems, each naming the cell: an execution stopped by the cell
+    timeout or a dead kernel, a cell that took the whole timeout (`stalled_cells`). The run is recorded in the
+    notebook's metadata (`EXEC_META`) so that the docs check can reuse it (`reusable_execution`)."""
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     nb = nbformat.read(src, as_version=4)
     mark_skipped(nb, cells_to_skip(src, flags))
     problems = []
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, store_widget_state=True,
-                            skip_cells_with_tag=SKIP_TAG, resources={"metadata": {"path": str(src.parent)}})
+    client = _lesson_client_class()(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                                    store_widget_state=True, skip_cells_with_tag=SKIP_TAG,
+                                    resources={"metadata": {"path": str(src.parent)}})
     log_f = None
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
         log_f = open(log, "w")
+    t0 = time.perf_counter()
     try:
         client.execute(**({"stderr": log_f} if log_f else {}))  # kernel start-up chatter, not cell output
-    except Exception as e:  # a timeout or a dead kernel: keep what ran and report it
+    except CellTimeoutError:
+        problems.append(f"{cell_label(nb, client.current_cell)} timed out after {timeout} s; execution stopped there")
+    except DeadKernelError:
+        problems.append(f"{cell_label(nb, client.current_cell)}: the kernel died; execution stopped there")
+    except Exception as e:  # keep what ran and report it
         msg = str(e).strip().splitlines()
-        problems.append(f"execution stopped: {type(e).__name__}: {msg[-1] if msg else ''}")
+        where = cell_label(nb, client.current_cell) if client.current_cell is not None else "before the first cell"
+        problems.append(f"execution stopped at {where}: {type(e).__name__}: {msg[-1] if msg else ''}")
     finally:
         if log_f: log_f.close()
+    problems += stalled_cells(nb, client.cell_seconds, timeout)
+    nb.metadata[EXEC_META] = {"fingerprint": source_fingerprint(src, flags), "seconds": round(time.perf_counter() - t0, 1),
+                              "cpu_seconds": None if client.cpu_seconds is None else round(client.cpu_seconds, 1),
+                              "problems": problems}
     dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, dst)
     return json.loads(dst.read_text(encoding="utf-8")), problems
+
+
+def reusable_execution(src: Path, dst: Path, flags) -> dict | None:
+    "The executed notebook at `dst` if it is a complete run of `src` as it is now (same fingerprint), else None."
+    try: nb = json.loads(dst.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    meta = nb.get("metadata", {}).get(EXEC_META) or {}
+    return nb if meta.get("fingerprint") == source_fingerprint(src, flags) else None
+
+
+def execution_problems(nb: dict) -> list[str]:
+    "What went wrong in an executed notebook: the run's own problems (timeouts, stalls), then each cell's error."
+    return list((nb.get("metadata", {}).get(EXEC_META) or {}).get("problems", [])) + notebook_facts(nb).errors
+
+
+def _timings_file() -> Path: return default_cache_dir() / "lesson_seconds.json"
+
+
+def longest_first(nbs: list[Path]) -> list[Path]:
+    "Lessons ordered by their last recorded execution time, longest first (unknown ones first), so workers finish together."
+    try: seen = json.loads(_timings_file().read_text())
+    except (OSError, ValueError): seen = {}
+    return sorted(nbs, key=lambda p: -seen.get(p.stem, float("inf")))
+
+
+def _record_timings(runs: dict) -> None:
+    f = _timings_file()
+    try:
+        seen = json.loads(f.read_text()) if f.exists() else {}
+        seen.update({k: v["seconds"] for k, v in runs.items() if v.get("seconds") is not None})
+        f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(seen, indent=1, sort_keys=True))
+    except (OSError, ValueError): pass
+
+
+def execute_lessons(nbs: list[Path], build: Path, flags, timeout: int, workers: int = 1, reuse: bool = False,
+                    echo=print) -> dict[str, dict]:
+    """Execute lessons `nbs` into `build`/executed/, `workers` kernels at a time (each in its own process, running
+    `execute_notebook`); with `reuse`, a lesson already executed from its current source is not run again.
+    Returns {stem: {"nb": executed notebook or None, "problems": [...], "seconds": float, "cpu_seconds", "reused"}}."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+    out, todo = {}, []
+    for src in nbs:
+        dst = build / "executed" / src.name
+        nb = reusable_execution(src, dst, flags) if reuse else None
+        if nb is None: todo.append(src); continue
+        meta = nb["metadata"][EXEC_META]
+        out[src.stem] = dict(nb=nb, problems=execution_problems(nb), seconds=meta.get("seconds"),
+                             cpu_seconds=meta.get("cpu_seconds"), reused=True)
+        echo(f"{src.stem}: executed earlier from the same source ({meta.get('seconds')} s), not run again")
+
+    def run(src: Path) -> tuple[str, dict]:
+        dst, log = build / "executed" / src.name, build / "logs" / f"{src.stem}.kernel.log"
+        dst.unlink(missing_ok=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--execute-one", str(src), "--build-dir", str(build),
+               "--timeout", str(timeout), "--flags", " ".join(flags)]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        try: nb = json.loads(dst.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # the executing process died before writing the notebook
+            tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
+            return src.stem, dict(nb=None, problems=[f"execution failed (exit {p.returncode}): {' | '.join(tail)}"],
+                                  seconds=round(time.perf_counter() - t0, 1), cpu_seconds=None, reused=False)
+        meta = nb["metadata"].get(EXEC_META, {})
+        return src.stem, dict(nb=nb, problems=execution_problems(nb), seconds=meta.get("seconds"),
+                              cpu_seconds=meta.get("cpu_seconds"), reused=False)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for k, fut in enumerate(as_completed([pool.submit(run, src) for src in longest_first(todo)]), 1):
+            stem, r = fut.result()
+            out[stem] = r
+            cpu = f", CPU {r['cpu_seconds']:.0f} s" if r["cpu_seconds"] is not None else ""
+            echo(f"[{k}/{len(todo)}] {stem}: {'ok' if not r['problems'] else 'FAILED'} ({r['seconds']:.0f} s{cpu})")
+    _record_timings({k: v for k, v in out.items() if not v["reused"]})
+    return {src.stem: out[src.stem] for src in nbs}
+
+
+def first_traceback(nb: dict, n: int = 25) -> str:
+    "The last `n` lines of the first error's traceback in an executed notebook (ANSI colours removed), or ''."
+    for c in nb.get("cells", []):
+        for o in c.get("outputs", []):
+            if o.get("output_type") == "error":
+                tb = "\n".join(o.get("traceback") or [f"{o.get('ename')}: {o.get('evalue')}"])
+                return "\n".join(re.sub(r"\x1b\[[0-9;]*m", "", tb).splitlines()[-n:])
+    return ""
+
+
+def execute_only(nbs: list[Path], build: Path, flags, timeout: int, workers: int) -> int:
+    "The lessons' tests (`make test`): execute every lesson once, print a timing table and each failure; 1 if any failed."
+    t0 = time.time()
+    print(f"executing {len(nbs)} lesson(s), {workers} at a time; cells flagged {', '.join(flags)} or eval: false are not "
+          f"run; cell timeout {timeout} s", flush=True)
+    runs = execute_lessons(nbs, build, flags, timeout, workers, echo=lambda m: print(m, flush=True))
+    failed = {k: r for k, r in runs.items() if r["problems"]}
+    print("\nlesson                    seconds   CPU s")
+    for k, r in sorted(runs.items(), key=lambda kv: -(kv[1]["seconds"] or 0)):
+        cpu = f"{r['cpu_seconds']:7.0f}" if r["cpu_seconds"] is not None else "      -"
+        print(f"{k:<24}{r['seconds'] or 0:8.0f} {cpu}" + ("   FAILED" if k in failed else ""))
+    for k, r in failed.items():
+        print(f"\n{k} FAILED:")
+        for p in r["problems"]: print(f"  - {k}: {p}")
+        if r["nb"] and (tb := first_traceback(r["nb"])): print("  first traceback:\n" + "\n".join("    " + l for l in tb.splitlines()))
+    print(f"\nlessons: {len(runs) - len(failed)} passed, {len(failed)} failed in {time.time() - t0:.0f} s "
+          f"(executed notebooks in {build.relative_to(ROOT) if build.is_relative_to(ROOT) else build}/executed)")
+    return 1 if failed else 0
 
 
 def html_exporter(node_modules: Path, html_dir: Path):
@@ -633,8 +848,20 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: pyproject's cell_timeout or 600)")
     ap.add_argument("--threads", type=int, default=1, help="OMP/MKL threads for the kernels (default 1)")
     ap.add_argument("--no-install", action="store_true", help="never apt-get install chromium or npm")
+    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                    help="lessons executed at once, each in its own kernel (default: the CPUs, at most 4)")
+    ap.add_argument("--execute-only", action="store_true",
+                    help="the lessons' tests (make test): execute every lesson into BUILD_DIR/executed and report failures, "
+                         "no rendering; a docs check afterwards reuses these executions")
+    ap.add_argument("--execute-one", type=Path, metavar="NOTEBOOK", help=argparse.SUPPRESS)  # one lesson, for --workers
+    ap.add_argument("--flags", default=None, help=argparse.SUPPRESS)                          # with --execute-one
     args = ap.parse_args(argv)
     t_start = time.time()
+    if args.execute_one:  # a worker of execute_lessons: the environment comes from the parent
+        src = args.execute_one.resolve()
+        execute_notebook(src, args.build_dir / "executed" / src.name, args.flags.split(), args.timeout,
+                         log=args.build_dir / "logs" / f"{src.stem}.kernel.log")
+        return 0
     nbs_dir = ROOT / "nbs"
     bin_dir = Path(sys.executable).parent
 
@@ -658,6 +885,7 @@ def main(argv=None) -> int:
     nbs = lesson_notebooks(nbs_dir, args.only)
     if not nbs:
         print(f"docs check: no notebook in {nbs_dir} matches --only {args.only!r}"); return 2
+    if args.execute_only: return execute_only(nbs, args.build_dir, flags, timeout, args.workers)
     names = [p.stem for p in nbs]
     print(f"docs check: {len(nbs)} page(s); cells flagged {', '.join(flags)} or eval: false are not run; "
           f"cell timeout {timeout} s; {THREAD_VARS[0]}={args.threads}; VIVIT_EDU_CACHE={os.environ['VIVIT_EDU_CACHE']}", flush=True)
@@ -684,34 +912,42 @@ def main(argv=None) -> int:
     if "*" in proc_fails: failures.append(f"nbdev-proc-nbs failed: {proc_fails['*']}")
     for p in sidebar_problems(_load_yaml(nbs_dir / "sidebar.yml"), nbs_dir): failures.append(f"docs settings: {p}")
 
-    # 2-4. execute, convert, render, check each page
+    # 2. the lessons' executions: those `make test` made from the current sources are reused, the rest run now
     build = args.build_dir
-    shutil.rmtree(build, ignore_errors=True)
+    for sub in ("html", "dom"): shutil.rmtree(build / sub, ignore_errors=True)
+    t0 = time.time()
+    runs = execute_lessons(nbs, build, flags, timeout, args.workers, reuse=True, echo=lambda m: print("  " + m, flush=True))
+    reused = sum(r["reused"] for r in runs.values())
+    print(f"lessons: {len(nbs) - reused} executed now, {reused} reused, in {time.time() - t0:.0f} s", flush=True)
+
+    # 3-4. convert, render, check each page
     exp = html_exporter(node_modules, build / "html")
     results: list[PageResult] = []
     for src in nbs:
         t0 = time.time()
-        r = PageResult(src.stem)
+        r, run = PageResult(src.stem), runs[src.stem]
+        r.executed = "reused" if run["reused"] else f"{run['seconds']:.0f} s"
         if src.stem in proc_fails:
             r.proc = "FAIL"
             r.problems.append(f"{src.stem}: nbdev-proc-nbs (nbdev-docs) fails: {proc_fails[src.stem]}")
-        print(f"[{len(results) + 1}/{len(nbs)}] {src.stem}: executing", end="", flush=True)
-        try:
-            nb, exec_problems = execute_notebook(src, build / "executed" / src.name, flags, timeout,
-                                                 log=build / "logs" / f"{src.stem}.kernel.log")
-            r.problems += [f"{src.stem}: {p}" for p in exec_problems]
-            print(f" ({time.time() - t0:.0f} s), rendering", end="", flush=True)
-            html = build / "html" / f"{src.stem}.html"
-            to_html(exp, nb, html, src.stem)
-            dom = dump_dom(chrome, html)
-            (build / "dom").mkdir(parents=True, exist_ok=True)
-            (build / "dom" / f"{src.stem}.html").write_text(dom, encoding="utf-8")
-            check_page(src.stem, dom, nb, r)
-        except Exception as e:
-            import traceback
-            (build / "logs").mkdir(parents=True, exist_ok=True)
-            (build / "logs" / f"{src.stem}.check.log").write_text(traceback.format_exc())
-            r.problems.append(f"{src.stem}: {type(e).__name__}: {e} (traceback in {build.name}/logs/{src.stem}.check.log)")
+        print(f"[{len(results) + 1}/{len(nbs)}] {src.stem}: rendering", end="", flush=True)
+        nb = run["nb"]
+        if nb is None:  # (errors in cells are check_page's to report; these are the run's own: timeouts, stalls)
+            r.problems += [f"{src.stem}: {p}" for p in run["problems"]]
+        else:
+            r.problems += [f"{src.stem}: {p}" for p in nb["metadata"][EXEC_META].get("problems", [])]
+            try:
+                html = build / "html" / f"{src.stem}.html"
+                to_html(exp, nb, html, src.stem)
+                dom = dump_dom(chrome, html)
+                (build / "dom").mkdir(parents=True, exist_ok=True)
+                (build / "dom" / f"{src.stem}.html").write_text(dom, encoding="utf-8")
+                check_page(src.stem, dom, nb, r)
+            except Exception as e:
+                import traceback
+                (build / "logs").mkdir(parents=True, exist_ok=True)
+                (build / "logs" / f"{src.stem}.check.log").write_text(traceback.format_exc())
+                r.problems.append(f"{src.stem}: {type(e).__name__}: {e} (traceback in {build.name}/logs/{src.stem}.check.log)")
         r.seconds = time.time() - t0
         print(f" -> {'ok' if r.ok else 'FAILED'} ({r.seconds:.0f} s)", flush=True)
         results.append(r)

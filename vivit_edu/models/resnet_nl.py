@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 import torch
 from torch import nn
-from torchvision.models import resnet50
 from ..core import check_shape
 from ..layers.non_local import NonLocalBlock
 
@@ -133,6 +132,7 @@ class NonLocalResNet(nn.Module):
         super().__init__()
         if cfg.variant not in VARIANTS: raise ValueError(f"variant={cfg.variant!r}: choose one of {list(VARIANTS)}")
         self.config, (self.layout, make) = cfg, VARIANTS[cfg.variant]
+        from torchvision.models import resnet50  # here, not at the top: torchvision.models takes ~2 s to import
         r = make(resnet50(num_classes=cfg.num_classes))  # torchvision names: conv1 ... layer4, fc
         self.conv1, self.bn1, self.relu, self.maxpool = r.conv1, r.bn1, r.relu, r.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
