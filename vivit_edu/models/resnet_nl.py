@@ -16,7 +16,7 @@ from ..layers.non_local import NonLocalBlock
 # %% auto #0
 __all__ = ['I3D_KERNELS', 'TO_3D', 'PLACEMENTS', 'DEFAULT_PLACEMENT', 'NL_PRESETS', 'VARIANTS', 'LAYERS', 'FoldFrames',
            'KeepClip', 'inflate_state_dict', 'temporal_kernels', 'inflate_resnet', 'NLResNetConfig',
-           'resolve_placement', 'NonLocalResNet', 'load_resnet2d', 'nl_resnet50']
+           'resolve_placement', 'resnet50_backbone', 'NonLocalResNet', 'load_resnet2d', 'nl_resnet50']
 
 # %% ../../nbs/09_models.resnet_nl.ipynb #7787f231
 class FoldFrames:
@@ -101,6 +101,7 @@ class NLResNetConfig:
     dropout: float = 0.0 # dropout before fc (Wang et al. use 0.5)
     frames: int = 32 # T of the clips the preset is meant for
     image_size: tuple[int, int] = (224, 224) # (H, W) of those clips
+    width: int = 64 # stem channels: 64 is torchvision's ResNet-50; a smaller width scales every layer by width/64
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]: return (3, self.frames, *self.image_size)  # (C, T, H, W)
@@ -126,14 +127,33 @@ def resolve_placement(cfg: NLResNetConfig) -> dict[str, tuple[int, ...]]:
     return PLACEMENTS[name]
 
 # %% ../../nbs/09_models.resnet_nl.ipynb #912603a9
+def resnet50_backbone(num_classes: int, # outputs of the final fc
+                      width: int = 64, # stem channels; 64 gives torchvision's resnet50 exactly
+                     ) -> nn.Module:
+    "torchvision's ResNet-50, or the same network with every channel count scaled by width/64 (same module names)."
+    from torchvision.models import resnet50  # here, not at the top: torchvision.models takes ~2 s to import
+    from torchvision.models.resnet import ResNet, Bottleneck
+    if width == 64: return resnet50(num_classes=num_classes)
+    if width < 1 or width % 4: raise ValueError(f"width={width}: use a positive multiple of 4 (64 is ResNet-50's own)")
+    r = ResNet.__new__(ResNet); nn.Module.__init__(r)           # torchvision's ResNet, built at another width with its own helper
+    r._norm_layer, r.inplanes, r.dilation, r.groups, r.base_width = nn.BatchNorm2d, width, 1, 1, 64
+    r.conv1, r.bn1 = nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width)
+    r.relu, r.maxpool, r.avgpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1), nn.AdaptiveAvgPool2d(1)
+    for i, (blocks, stride) in enumerate(zip((3, 4, 6, 3), (1, 2, 2, 2))):
+        setattr(r, f"layer{i + 1}", r._make_layer(Bottleneck, width * 2 ** i, blocks, stride=stride))
+    r.fc = nn.Linear(width * 8 * Bottleneck.expansion, num_classes)
+    for m in r.modules():                                       # torchvision's initialisation
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    return r
+
 class NonLocalResNet(nn.Module):
     "ResNet-50 on clips (C2D or I3D) with non-local blocks after chosen residual blocks: (B, 3, T, H, W) -> logits."
     def __init__(self, cfg: NLResNetConfig):
         super().__init__()
         if cfg.variant not in VARIANTS: raise ValueError(f"variant={cfg.variant!r}: choose one of {list(VARIANTS)}")
         self.config, (self.layout, make) = cfg, VARIANTS[cfg.variant]
-        from torchvision.models import resnet50  # here, not at the top: torchvision.models takes ~2 s to import
-        r = make(resnet50(num_classes=cfg.num_classes))  # torchvision names: conv1 ... layer4, fc
+        r = make(resnet50_backbone(cfg.num_classes, cfg.width))  # torchvision names: conv1 ... layer4, fc
         self.conv1, self.bn1, self.relu, self.maxpool = r.conv1, r.bn1, r.relu, r.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
         self.nonlocal_blocks = nn.ModuleDict({
@@ -143,7 +163,7 @@ class NonLocalResNet(nn.Module):
         self.dropout, self.fc = nn.Dropout(cfg.dropout), r.fc
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        "Backbone and non-local blocks: (B, 3, T, H, W) -> (B, 2048, T, H/32, W/32)."
+        "Backbone and non-local blocks: (B, 3, T, H, W) -> (B, 32 * width, T, H/32, W/32) (2048 channels at width 64)."
         B = check_shape(x, "B C T H W", what="NonLocalResNet input", C=3)["B"]
         h = self.layout.to_backbone(x)  # C2D (B*T, 3, H, W); I3D (B, 3, T, H, W)
         h = self.maxpool(self.relu(self.bn1(self.conv1(h))))  # (.., 64, [T,] H/4, W/4)
