@@ -44,6 +44,8 @@ def test_settings_ini_is_generated_from_pyproject():
         "settings.ini and pyproject.toml disagree: run tools/make_settings.py (pyproject.toml wins)"
     assert ini.read_text().startswith("# Generated from pyproject.toml by tools/make_settings.py")
     assert "pyproject.toml wins" in ini.read_text()
+    readme = " ".join((ROOT / "README.md").read_text().split())            # the README says which file wins
+    assert "`pyproject.toml` wins: `settings.ini` beside it is generated from it" in readme
 
 
 def test_settings_ini_has_the_usual_nbdev2_keys_with_nbdev3s_values():
