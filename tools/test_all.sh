@@ -10,19 +10,20 @@ export MPLBACKEND=Agg PYTHONWARNINGS=${PYTHONWARNINGS:-}
 export VIVIT_EDU_CACHE=${VIVIT_EDU_CACHE:-$(mktemp -d)}
 
 snapshot() { # content hash of the exported library and the notebooks
-  find vivit_edu nbs README.md -type f \( -name '*.py' -o -name '*.ipynb' -o -name README.md \) -not -path '*/.ipynb_checkpoints/*' \
+  find vivit_edu nbs README.md settings.ini -type f \( -name '*.py' -o -name '*.ipynb' -o -name README.md -o -name settings.ini \) \
+    -not -path '*/.ipynb_checkpoints/*' \
     -not -path '*/__pycache__/*' | LC_ALL=C sort | xargs sha1sum
 }
 passed=0; failed=0
 
 echo "== 1/3 nbdev-export + nbdev-clean must change nothing (library in sync with notebooks)"
 before=$(snapshot)
-"$BIN/nbdev-export" && "$BIN/nbdev-clean" && "$BIN/python" tools/make_readme.py
+"$BIN/nbdev-export" && "$BIN/nbdev-clean" && "$BIN/python" tools/make_readme.py && "$BIN/python" tools/make_settings.py
 after=$(snapshot)
 if [ "$before" == "$after" ]; then
   echo "in sync"; passed=$((passed+1))
 else
-  echo "FAILED: these files changed; run nbdev-export and nbdev-clean, then commit:"
+  echo "FAILED: these files changed; run nbdev-export, nbdev-clean (and tools/make_settings.py for settings.ini), then commit:"
   diff <(echo "$before") <(echo "$after") | grep '^[<>]' | awk '{print "  " $3}' | sort -u
   failed=$((failed+1))
 fi
