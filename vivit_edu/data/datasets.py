@@ -404,7 +404,8 @@ class RLDD(VideoClips):
                  size:tuple|None=(240, 320), # resize frames to (H, W) before `transform`; None keeps them
                  transform=None, # float (C, T, H, W) -> float; default: Normalize
                  uint8:bool=False, # clips stay uint8 (resized, then `transform`; default: nothing), normalised on the device
-                 return_video_id:bool=False, index_cache=True, workers:int=4):
+                 return_video_id:bool=False, index_cache=True, workers:int=4,
+                 memory_cache:bool|dict=False): # keep decoded recordings in RAM (True, or a dict shared between datasets): small sets only
         if task not in RLDD_TASKS: raise ValueError(f"task must be one of {list(RLDD_TASKS)}, got {task!r}")
         if split not in ("train", "test", "all"): raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
         label_map = dict(label_map or RLDD_TASKS[task])
@@ -431,7 +432,7 @@ class RLDD(VideoClips):
         self.stride, self.max_clips = stride or self.sampler.span(), max_clips
         self.size = size
         super().__init__(records, self.state_names, sampler=self.sampler, transform=transform if transform is not None or uint8 else Normalize(),
-                         return_video_id=return_video_id)
+                         return_video_id=return_video_id, memory_cache=memory_cache)
         self.items = []                                                        # (video index, start frame)
         for v, r in enumerate(self.records):
             starts = windows(r.num_frames, self.sampler.span(), self.stride)

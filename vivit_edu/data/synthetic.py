@@ -17,8 +17,9 @@ from .video import write_video
 __all__ = ['SHAPES', 'ACTIONS', 'DEFAULT_CLASSES', 'EMBEDDED_MIN_FRAMES', 'MOMENT_NAMES', 'GENERATOR_VERSION', 'RLDD_STATES',
            'RLDD_EXTENSIONS', 'render_shape', 'Appearance', 'random_object', 'random_appearance', 'render_background',
            'trajectory', 'render_frames', 'render_clip', 'EmbeddedConfig', 'video_name', 'embedded_clip',
-           'object_moments', 'embedded_frames', 'make_embedded_dataset', 'eye_openness', 'Face', 'random_face',
-           'render_face', 'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording', 'make_embedded_rldd']
+           'object_moments', 'embedded_frames', 'in_parallel', 'make_embedded_dataset', 'eye_openness', 'Face',
+           'random_face', 'render_face', 'EmbeddedRLDDConfig', 'rldd_layout', 'embedded_recording',
+           'make_embedded_rldd']
 
 # %% ../../nbs/02_data.synthetic.ipynb #94786810
 SHAPES = { # unions of rectangles (u0, v0, u1, v1) in object coordinates [-1, 1]^2
@@ -184,13 +185,15 @@ def object_moments(w:np.ndarray, # float (..., H, W): the object's coverage time
 
 def embedded_frames(cfg:EmbeddedConfig, # the dataset's recipe (classes, frame size, lengths, noise, seed)
                     n:int, # frames to draw
-                    *, first_group:int=1000, # scenes are numbered from here on: none of the dataset's groups
+                    *, start:int=0, # index of the first frame: frames start..start+n-1 (split a long draw into parts)
+                    first_group:int=1000, # scenes are numbered from here on: none of the dataset's groups
                     per_scene:int=16, # frames drawn on each scene
                    ) -> tuple[np.ndarray, np.ndarray]: # uint8 (n, H, W, 3) frames, float32 (n, 6) object moments
     "Single frames of random clips on scenes the dataset never uses, each with its object's moments (labels for an image model)."
     H, W = cfg.size
     frames, moments = np.empty((n, H, W, 3), np.uint8), np.empty((n, 6), np.float32)
-    for i in range(n):
+    for j in range(n):
+        i = start + j
         g, ci = first_group + i // per_scene, i % len(cfg.classes)
         scene = random_appearance(np.random.default_rng([cfg.seed, 1, g]))
         app = random_object(np.random.default_rng([cfg.seed, 3, ci, g, i]), scene)
@@ -198,7 +201,7 @@ def embedded_frames(cfg:EmbeddedConfig, # the dataset's recipe (classes, frame s
         T = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
         t = int(np.random.default_rng([cfg.seed, 6, i]).integers(0, T))           # one frame of the clip
         f, w = render_frames(cfg.classes[ci], app, T, H, W, rng, cfg.noise, at=[t])
-        frames[i], moments[i] = f[0], object_moments(w[0])
+        frames[j], moments[j] = f[0], object_moments(w[0])
     return frames, moments
 
 # %% ../../nbs/02_data.synthetic.ipynb #51728ef6
@@ -233,9 +236,23 @@ def _prepare(root, kind:str, cfg, force:bool) -> tuple[Path, str, bool]:
     root.parent.mkdir(parents=True, exist_ok=True)
     return root, key, False
 
+def in_parallel(fn, items:list, workers:int=1) -> list:
+    "`[fn(x) for x in items]`, in `workers` forked processes when more than one (and fork exists), in order."
+    import multiprocessing as mp
+    if workers <= 1 or len(items) < 2 or "fork" not in mp.get_all_start_methods(): return [fn(x) for x in items]
+    with mp.get_context("fork").Pool(min(workers, len(items))) as pool: return pool.map(fn, items, chunksize=max(1, len(items) // (8 * workers)))
+
+def _write_clip(job) -> int:
+    "Draw and write one clip of the UCF101-layout set (for `in_parallel`); return its length."
+    cfg, path, action, g, c = job
+    frames = embedded_clip(cfg, action, g, c)
+    write_video(path, frames, fps=cfg.fps)
+    return len(frames)
+
 def make_embedded_dataset(root=None, # output folder; None for a folder in the cache named by the recipe's hash
                           *, seed:int=0, # the dataset is a function of the recipe, the seed included
                           force:bool=False, # regenerate even if the folder holds this recipe already
+                          workers:int=1, # processes drawing and writing videos at once (the files are the same for any number)
                           **recipe, # fields of EmbeddedConfig to change (groups, clips_per_group, frames, size, classes, ...)
                          ) -> Path:
     "Generate (or reuse) the embedded dataset in UCF101's layout; return its root folder."
@@ -249,15 +266,14 @@ def make_embedded_dataset(root=None, # output folder; None for a folder in the c
     t0 = time.perf_counter()
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     lists = tmp / "ucfTrainTestlist"; lists.mkdir(parents=True)
-    videos, rows = {}, []
+    jobs, rows = [], []
     for ci, action in enumerate(cfg.classes):
         (tmp / "UCF-101" / action).mkdir(parents=True)
         for g in range(1, cfg.groups + 1):
             for c in range(1, cfg.clips_per_group + 1):
                 rel = f"{action}/{video_name(action, g, c)}"
-                frames = embedded_clip(cfg, action, g, c)
-                write_video(tmp / "UCF-101" / rel, frames, fps=cfg.fps)
-                videos[rel] = len(frames); rows.append((rel, ci + 1, g))
+                jobs.append((cfg, tmp / "UCF-101" / rel, action, g, c)); rows.append((rel, ci + 1, g))
+    videos = dict(zip((r for r, _, _ in rows), in_parallel(_write_clip, jobs, workers)))
     (lists / "classInd.txt").write_text("".join(f"{i + 1} {a}\n" for i, a in enumerate(cfg.classes)))
     for s in range(1, cfg.splits + 1):
         test = set(cfg.test_groups(s))
@@ -369,8 +385,16 @@ def embedded_recording(cfg:EmbeddedRLDDConfig, subject:int, state:int) -> tuple[
     face = random_face(np.random.default_rng([cfg.seed, 3, subject]), size)
     return render_face(face, state, cfg.frames, np.random.default_rng([cfg.seed, 4, subject, state]), cfg.noise), face
 
+def _write_recording(job) -> int:
+    "Draw and write one recording of the UTA-RLDD-layout set (for `in_parallel`); return its length."
+    cfg, path, k, state = job
+    frames, face = embedded_recording(cfg, k, state)
+    write_video(path, frames, fps=face.fps, preset="veryfast")               # libx264 for .mp4 and .mov
+    return len(frames)
+
 def make_embedded_rldd(root=None, # output folder; None for a folder in the cache named by the recipe's hash
                        *, seed:int=0, force:bool=False,
+                       workers:int=1, # processes drawing and writing recordings at once
                        **recipe, # fields of EmbeddedRLDDConfig to change (folds, parts, subjects_per_part, frames, size)
                       ) -> Path:
     "Generate (or reuse) the embedded drowsiness dataset in UTA-RLDD's layout; return its root folder."
@@ -379,14 +403,11 @@ def make_embedded_rldd(root=None, # output folder; None for a folder in the cach
     if done: return root
     t0 = time.perf_counter()
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    videos = {}
+    jobs = []
     for folder, (k, _) in rldd_layout(cfg).items():
         (tmp / folder).mkdir(parents=True)
-        for state in (0, 5, 10):
-            frames, face = embedded_recording(cfg, k, state)
-            rel = f"{folder}/{state}{RLDD_EXTENSIONS[(k - 1) % 3]}"
-            write_video(tmp / rel, frames, fps=face.fps, preset="veryfast")   # libx264 for .mp4 and .mov
-            videos[rel] = len(frames)
+        jobs += [(cfg, tmp / f"{folder}/{state}{RLDD_EXTENSIONS[(k - 1) % 3]}", k, state) for state in (0, 5, 10)]
+    videos = dict(zip((str(p.relative_to(tmp)) for _, p, _, _ in jobs), in_parallel(_write_recording, jobs, workers)))
     manifest = dict(layout="rldd", key=key, generator=GENERATOR_VERSION, config=asdict(cfg),
                     seconds=round(time.perf_counter() - t0, 2), videos=videos)
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
