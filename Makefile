@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vivit_edu-installed
-# notebook workers for nbdev-test: torch import is paid per worker, so on 2 cores 1 is fastest
-NB_WORKERS ?= 1
+# lessons executed at once by `make test`, each in its own kernel with one torch thread (2 fills 2 cores)
+NB_WORKERS ?= 2
 
 .PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check gpu-wheels
 
@@ -30,7 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/vivit_step.py
 
 # execute every lesson, render it to HTML and check it in headless Chromium (math, figures, widgets,
-# errors); DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
+# errors); lessons that `make test` executed from the same sources are rendered, not executed again;
+# DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
 docs-check: $(STAMP)
 	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
 
