@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vivit_edu-installed
-# lessons executed at once by `make test`, each in its own kernel with one torch thread (2 fills 2 cores)
-NB_WORKERS ?= 2
+# lessons executed at once by `make test` (each in its own kernel, one torch thread); empty: tools/test_all.sh
+# decides (1 while pytest runs alongside, 2 with NB_PARALLEL=0)
+NB_WORKERS ?=
 
 .PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check gpu-wheels
 

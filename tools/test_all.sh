@@ -6,7 +6,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
-NB_WORKERS=${NB_WORKERS:-2}
 export MPLBACKEND=Agg PYTHONWARNINGS=${PYTHONWARNINGS:-}
 # generated data for tests goes to a throwaway cache unless the caller chose one
 export VIVIT_EDU_CACHE=${VIVIT_EDU_CACHE:-$(mktemp -d)}
@@ -32,15 +31,32 @@ fi
 t_sync=$(( $(date +%s) - t_start ))
 [ "${1:-}" == "--only-sync" ] && { echo "sync: $passed passed, $failed failed"; [ $failed -eq 0 ]; exit; }
 
-echo "== 2/3 every notebook's tests: each lesson executed in a kernel (cells flagged slow/cuda/data skipped)"
-t0=$(date +%s)
+# The lessons (in kernels, NB_WORKERS at a time) and pytest are independent: with NB_PARALLEL=1 (the default) the
+# lessons run in the background while pytest runs (pytest is mostly one process: the two fill 2 cores); their report
+# is printed when pytest is done. NB_PARALLEL=0 runs them one after the other.
+NB_PARALLEL=${NB_PARALLEL:-1}
+NB_WORKERS=${NB_WORKERS:-$( [ "$NB_PARALLEL" = 1 ] && echo 1 || echo 2 )}   # kernels at once: 1 beside pytest, else 2
 nb_log=$(mktemp)
-"$BIN/python" tools/docs_check.py --execute-only --workers "$NB_WORKERS" | tee "$nb_log"
-rc=${PIPESTATUS[0]}
-read -r np nf < <(sed -n 's/^lessons: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$nb_log" | tail -1)
-if [ -z "${np:-}" ]; then np=0; nf=1; elif [ "$rc" -ne 0 ] && [ "$nf" -eq 0 ]; then nf=1; fi
-passed=$((passed+np)); failed=$((failed+nf))
-t_nb=$(( $(date +%s) - t0 ))
+run_lessons() {
+  local t0=$(date +%s)
+  "$BIN/python" tools/docs_check.py --execute-only --workers "$NB_WORKERS" > "$nb_log" 2>&1
+  local rc=$?
+  echo "exit $rc in $(( $(date +%s) - t0 )) s" >> "$nb_log.rc"
+}
+lessons_report() {
+  echo "== 2/3 every notebook's tests: each lesson executed in a kernel (cells flagged slow/cuda/data skipped)"
+  cat "$nb_log"
+  read -r np nf < <(sed -n 's/^lessons: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$nb_log" | tail -1)
+  local rc; rc=$(sed -n 's/^exit \([0-9]*\) in.*/\1/p' "$nb_log.rc"); t_nb=$(sed -n 's/^exit [0-9]* in \([0-9]*\) s/\1/p' "$nb_log.rc")
+  if [ -z "${np:-}" ]; then np=0; nf=1; elif [ "${rc:-1}" -ne 0 ] && [ "$nf" -eq 0 ]; then nf=1; fi
+  passed=$((passed+np)); failed=$((failed+nf))
+}
+if [ "$NB_PARALLEL" = 1 ]; then
+  echo "== 2/3 every notebook's tests: running in the background alongside pytest (report below, after pytest)"
+  run_lessons & nb_pid=$!
+else
+  run_lessons; lessons_report
+fi
 
 echo "== 3/3 pytest tests/ (the 15 slowest are listed)"
 t0=$(date +%s)
@@ -59,6 +75,7 @@ PY
 )
 passed=$((passed+pt)); failed=$((failed+pf))
 t_py=$(( $(date +%s) - t0 ))
-echo "timing: sync ${t_sync} s, notebooks ${t_nb} s, pytest ${t_py} s, total $(( $(date +%s) - t_start )) s"
+if [ "$NB_PARALLEL" = 1 ]; then wait "$nb_pid"; lessons_report; fi
+echo "timing: sync ${t_sync} s, notebooks ${t_nb:-?} s, pytest ${t_py} s$( [ "$NB_PARALLEL" = 1 ] && echo " (notebooks alongside pytest)"), total $(( $(date +%s) - t_start )) s"
 echo "tests: $passed passed, $failed failed"
 [ $failed -eq 0 ]
