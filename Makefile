@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vivit_edu-installed
-# notebook workers for nbdev-test: torch import is paid per worker, so on 2 cores 1 is fastest
-NB_WORKERS ?= 1
+# lessons executed at once by `make test` (each in its own kernel, one torch thread); empty: tools/test_all.sh
+# decides (1 while pytest runs alongside, 2 with NB_PARALLEL=0)
+NB_WORKERS ?=
 
 .PHONY: demo test venv check-sync nbtest pytest bench clean-venv docs-check gpu-wheels
 
@@ -30,7 +31,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/vivit_step.py
 
 # execute every lesson, render it to HTML and check it in headless Chromium (math, figures, widgets,
-# errors); DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
+# errors); lessons that `make test` executed from the same sources are rendered, not executed again;
+# DOCS_CHECK_ARGS="--only 05 --keep" checks a subset and keeps _docs_check/
 docs-check: $(STAMP)
 	$(BIN)/python tools/docs_check.py $(DOCS_CHECK_ARGS)
 

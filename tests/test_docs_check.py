@@ -396,3 +396,11 @@ def test_docs_check_reuses_an_execution_of_the_same_source(tmp_path, kernels):
     assert again["05_ok"]["reused"] and "".join(again["05_ok"]["nb"]["cells"][0]["outputs"][0]["text"]) == "hi\n"
     _write(src, code("print('changed')"))                          # a changed lesson is executed again
     assert not dc.execute_lessons([src], build, dc.skip_flags([]), timeout=60, reuse=True)["05_ok"]["reused"]
+
+
+def test_longest_lessons_start_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIVIT_EDU_DOCS_CACHE", str(tmp_path))
+    nbs = [tmp_path / f"{n}.ipynb" for n in ("00_core", "12_experiments", "13_viz", "17_pretrained", "index")]
+    assert [p.stem for p in dc.longest_first(nbs)] == ["index", "17_pretrained", "13_viz", "12_experiments", "00_core"]
+    (tmp_path / "lesson_seconds.json").write_text(json.dumps({"00_core": 2, "12_experiments": 50, "17_pretrained": 90, "index": 3}))
+    assert [p.stem for p in dc.longest_first(nbs)] == ["13_viz", "17_pretrained", "12_experiments", "index", "00_core"]

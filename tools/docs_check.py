@@ -711,10 +711,12 @@ def _timings_file() -> Path: return default_cache_dir() / "lesson_seconds.json"
 
 
 def longest_first(nbs: list[Path]) -> list[Path]:
-    "Lessons ordered by their last recorded execution time, longest first (unknown ones first), so workers finish together."
+    """Lessons ordered by their last recorded execution time, longest first, so that the workers finish together; lessons
+    not timed yet come first, the later lessons (which build on more) before the earlier ones."""
     try: seen = json.loads(_timings_file().read_text())
     except (OSError, ValueError): seen = {}
-    return sorted(nbs, key=lambda p: -seen.get(p.stem, float("inf")))
+    late_first = sorted(nbs, key=lambda p: p.stem, reverse=True)
+    return sorted(late_first, key=lambda p: -seen.get(p.stem, float("inf")))
 
 
 def _record_timings(runs: dict) -> None:
