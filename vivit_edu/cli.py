@@ -15,7 +15,7 @@ from .data.synthetic import make_embedded_dataset, make_embedded_rldd
 from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint
 from .finetune import CASES
 from .distributed import train_folder, ddp_demo, cleanup_distributed
-from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, run_experiments
+from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, BASELINES, run_experiments
 from .inference import predict_video, load_model, read_class_names, _model_config
 
 # %% auto #0
@@ -126,7 +126,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--ucf101", help="UCF101 folder holding UCF-101/ and ucfTrainTestlist/ (default: embedded data)")
     p.add_argument("--rldd", help="UTA-RLDD folder holding the FoldN_partM folders (default: embedded data)")
     p.add_argument("--preset", default="paper", choices=list(EXPERIMENT_PRESETS))
-    p.add_argument("--protocol", default="paper", choices=["paper", "official"])
+    p.add_argument("--protocol", choices=["paper", "official"], help="default: the preset's (paper: paper, demo: official)")
     p.add_argument("--fold", type=int, default=1, choices=[1, 2, 3], help="official split (with --protocol official)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available)")
     for name, kind in (("epochs", int), ("nl-epochs", int), ("finetune-epochs", int), ("batch-size", int), ("lr", float), ("finetune-lr", float),
@@ -134,14 +134,19 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
         p.add_argument(f"--{name}", type=kind)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--finetune-seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--data-seed", type=int, default=0, help="embedded data (and the image model's frames) and random split")
+    p.add_argument("--image-start", help="start every ViViT from an image ViT: 'embedded' (train one on the embedded frames, "
+                   "the demo's) or a weights file (lesson 17); default: the preset's (paper: from scratch)")
+    p.add_argument("--baselines", nargs="*", choices=list(BASELINES), help="rows beside ViViT (default: the preset's)")
+    p.add_argument("--workers", type=int, help="training runs at once, one CPU process each (default: the preset's; 1 on a GPU)")
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--compile", action="store_true")
     p.add_argument("--uint8-clips", action="store_true", help="loaders hand over uint8 clips, normalised on the device (faster on a GPU)")
     p.add_argument("--no-nonlocal", action="store_true", help="skip the Non-local ResNet-50")
-    p.add_argument("--no-shuffled", action="store_true", help="skip the frame-shuffled ViViT baseline")
+    p.add_argument("--no-shuffled", action="store_true", help="no frame-shuffled ViViT baseline (removes it from --baselines)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--progress", action="store_true", default=None, help="a progress bar even when the output is not a terminal")
     p.add_argument("--out", help="report folder (default: reports/<preset>)")
     return p
 
@@ -173,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="both tables on the embedded data, on CPU, in minutes (run_experiments)")
     d.add_argument("--out", default="reports/demo", help="report folder (default: reports/demo)")
-    d.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadiest on a shared machine)")
+    d.add_argument("--threads", type=int, default=1, help="torch CPU threads per training process (default 1)")
+    d.add_argument("--workers", type=int, default=2, help="training runs at once, one process each (default 2: both cores)")
+    d.add_argument("--data-seed", type=int, default=0, help="seed of the embedded data and of the image model's frames")
+    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every Table 1 row (default 0 1 2)")
+    d.add_argument("--finetune-seeds", type=int, nargs="+", help="Table 2's seeds (default: --seeds)")
+    d.add_argument("--progress", action="store_true", default=None, help="a progress bar even when the output is not a terminal")
     add_experiment_arguments(sub.add_parser("experiment", help="the real experiment: datasets, --preset paper, a GPU (run_experiments)"))
     g = sub.add_parser("data", help="generate the embedded datasets, print where they are (make_embedded_dataset)")
     g.add_argument("--out", help="parent folder (default: the package cache)")
@@ -190,8 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../nbs/14_cli.ipynb #30dc9425
 def _demo(a) -> int:
-    if a.threads: torch.set_num_threads(a.threads)
-    run_experiments(ExperimentConfig(preset="demo", device="cpu", out_dir=a.out)); return 0
+    if a.threads < 1: raise ValueError(f"--threads {a.threads}: must be at least 1")
+    torch.set_num_threads(a.threads)
+    run_experiments(ExperimentConfig(preset="demo", device="cpu", out_dir=a.out, data_seed=a.data_seed, seeds=a.seeds,
+                                     finetune_seeds=a.finetune_seeds or a.seeds, workers=a.workers, progress=a.progress))
+    return 0
 
 def _experiment(a) -> int:
     if a.threads: torch.set_num_threads(a.threads)
@@ -203,14 +216,18 @@ def _experiment(a) -> int:
         nl_epochs=a.nl_epochs, finetune_epochs=a.finetune_epochs, batch_size=a.batch_size, lr=a.lr, finetune_lr=a.finetune_lr,
         frames=a.frames, crop=a.crop, per_class=a.per_class, max_train_batches=a.max_train_batches, seeds=a.seeds,
         finetune_seeds=a.finetune_seeds, num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
-        shuffled_baseline=not a.no_shuffled, progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips))
+        baselines=None if a.baselines is None and not a.no_shuffled else
+        tuple(b for b in (a.baselines if a.baselines is not None else EXPERIMENT_PRESETS[a.preset]["baselines"]) if not (a.no_shuffled and b == "shuffled")),
+        image_start=a.image_start if a.image_start is not None else "preset", data_seed=a.data_seed, workers=a.workers,
+        progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips))
     return 0
 
 def _data(a) -> int:
     base = Path(a.out) if a.out else None
     if base is not None: _check_data_out(base)
-    ucf = make_embedded_dataset(None if base is None else base / "ucf101")
-    rldd = make_embedded_rldd(None if base is None else base / "rldd")
+    w = min(4, os.cpu_count() or 1)                                     # processes writing videos (the files are the same)
+    ucf = make_embedded_dataset(None if base is None else base / "ucf101", workers=w)
+    rldd = make_embedded_rldd(None if base is None else base / "rldd", workers=w)
     print(f"UCF101 layout: {ucf}\nUTA-RLDD layout: {rldd}"); return 0
 
 def _train(a) -> int:
