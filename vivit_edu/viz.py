@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 import ipywidgets as widgets
@@ -25,9 +26,9 @@ from .inference import Predictor
 # %% auto #0
 __all__ = ['ATTENTION_LAYOUTS', 'HEAD_FUSIONS', 'Explorer', 'as_frames', 'as_clip', 'TokenLayout', 'token_layout',
            'tubelet_colour', 'clip_figure', 'clip_explorer', 'ViViTAttention', 'vivit_attention', 'attention_rollout',
-           'attention_figure', 'attention_explorer', 'NonLocalAttention', 'non_local_attention', 'non_local_figure',
-           'non_local_explorer', 'module_groups', 'finetune_figure', 'finetune_explorer', 'WindowPredictions',
-           'predict_windows', 'prediction_figure', 'prediction_viewer']
+           'attention_figure', 'attention_explorer', 'object_attention', 'attention_comparison', 'NonLocalAttention',
+           'non_local_attention', 'non_local_figure', 'non_local_explorer', 'module_groups', 'finetune_figure',
+           'finetune_explorer', 'WindowPredictions', 'predict_windows', 'prediction_figure', 'prediction_viewer']
 
 # %% ../nbs/13_viz.ipynb #d27d07f3
 def _figure(**kwargs) -> plt.Figure:
@@ -327,6 +328,48 @@ def attention_explorer(model: nn.Module, # a factorised ViViT (Models 2-4)
     controls = dict(frame=slider("frame", T), patch=slider("patch", nh * nw), layer=slider("layer", len(att.spatial)),
                     temporal_layer=slider("t layer", len(att.temporal)), head=slider("head", att.heads))
     return Explorer(attention_figure, controls, att=att)
+
+# %% ../nbs/13_viz.ipynb #a527623e
+def object_attention(att: ViViTAttention, # the attention of one clip
+                     cover, # (T, H, W) the object's coverage in [0, 1] per frame, at the clip's size
+                     *, threshold: float = 0.25, # a patch is "object" when the object covers more than this fraction of it
+                    ) -> torch.Tensor: # (Ls, h): attention mass on object patches / their share of the patches (1 = no preference)
+    "How much each spatial layer and head of the CLS token looks at the object, relative to looking anywhere."
+    if not att.cs: raise ValueError("object_attention reads the spatial CLS token's row; this model has none (pool='mean')")
+    (nt, nh, nw), (pt, ph, pw) = att.grid, att.patch
+    c = torch.as_tensor(np.asarray(cover), dtype=torch.float32)
+    if c.shape[0] != nt * pt: raise ValueError(f"cover has {c.shape[0]} frames, the clip {nt * pt}")
+    c = F.avg_pool3d(c[None, None], (pt, ph, pw))[0, 0].flatten(1)             # (nt, ns) covered fraction per tubelet
+    on = (c > threshold).float()
+    w = att.spatial[:, :, :, 0, att.cs:]                                        # (Ls, h, nt, ns) CLS over the patches
+    w = w / w.sum(-1, keepdim=True)
+    share = on.mean(-1).clamp_min(1e-6)                                         # (nt,) object patches' share
+    return ((w * on).sum(-1) / share).mean(-1)                                  # (Ls, h), averaged over time indices
+
+# %% ../nbs/13_viz.ipynb #4af5911b
+def attention_comparison(models: dict, # name -> a factorised ViViT with CLS tokens (Model 2)
+                         video, # one clip, as `vivit_attention` takes it
+                         *, layer: int = 0, head: int | None = None, # spatial layer and head shown (None: the mean over heads)
+                        ) -> plt.Figure:
+    "One row per model: CLS attention over the patches at each time index, the temporal CLS attention, and the spatial rollout."
+    atts = {name: vivit_attention(m, video) for name, m in models.items()}
+    a0 = next(iter(atts.values())); (nt, nh, nw), pt = a0.grid, a0.patch[0]
+    fig = _figure(figsize=(1.7 * (nt + 2), 1.9 * len(atts) + 0.3))
+    axes = fig.subplots(len(atts), nt + 2, squeeze=False)
+    for r, (name, att) in enumerate(atts.items()):
+        s = att.spatial[layer, :, :, 0, att.cs:]                                 # (h, nt, ns)
+        s = s.mean(0) if head is None else s[head]                               # (nt, ns)
+        for t in range(nt):
+            _heat(axes[r, t], att.frames[t * pt + pt // 2], s[t].reshape(nh, nw), f"t index {t}")
+        tmp = att.temporal[-1, :, 0, 0, att.ct:].mean(0)                          # (nt,) temporal CLS over time indices
+        axes[r, nt].bar(range(nt), tmp.numpy(), color=[tubelet_colour(k) for k in range(nt)])
+        axes[r, nt].set_ylim(0, 1); axes[r, nt].set_title("temporal CLS", fontsize=7); axes[r, nt].set_xticks(range(nt))
+        roll = attention_rollout([att.spatial[l].transpose(0, 1) for l in range(len(att.spatial))])   # (nt, Ns, Ns)
+        _heat(axes[r, nt + 1], att.frames[(nt // 2) * pt], roll[nt // 2, 0, att.cs:].reshape(nh, nw), "rollout")
+        axes[r, 0].set_ylabel(name, fontsize=8); axes[r, 0].set_axis_on(); axes[r, 0].set_xticks([]); axes[r, 0].set_yticks([])
+    fig.suptitle(f"CLS attention, spatial layer {layer + 1}, " + ("mean over heads" if head is None else f"head {head}"), fontsize=9)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/13_viz.ipynb #c8d98c6f
 @dataclass
