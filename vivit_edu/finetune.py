@@ -1,4 +1,4 @@
-"""Which parameters train when a UCF101 ViViT learns a new class ("drowsy"): the paper's four cases as named policies, a head that grows by one row without forgetting, a rehearsal mix of old and new clips, and a report of new-class accuracy and forgetting.
+"""Which parameters train when a UCF101 ViViT learns a new class ("drowsy"): the paper's four cases as named policies, LoRA (with Hugging Face peft), BitFit, layer-wise learning-rate decay and a linear probe beside them, a head that grows by one row without forgetting, a rehearsal mix of old and new clips, and a report of new-class accuracy and forgetting.
 
 Docs: https://vivit-edu.github.io/vivit_edu/finetune.html.md"""
 
@@ -6,19 +6,25 @@ Docs: https://vivit-edu.github.io/vivit_edu/finetune.html.md"""
 
 # %% ../nbs/11_finetune.ipynb #eb27073a
 from __future__ import annotations
-import random
+import copy, hashlib, json, os, random, re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from .core import count_parameters, format_count
 
 # %% auto #0
-__all__ = ['VIVIT_BLOCKS', 'CASES', 'REGIMES', 'model_blocks', 'FineTuneCase', 'get_case', 'CaseReport', 'freeze_norm_stats',
-           'apply_case', 'case_table', 'markdown_table', 'plot_cases', 'TransferRegime', 'recommend_case', 'grow_head',
-           'dataset_labels', 'RehearsalDataset', 'mix_with_rehearsal', 'FineTuneReport', 'finetune_report',
-           'report_from_confusion', 'collect_logits', 'evaluate_finetune', 'trainable_parameters']
+__all__ = ['VIVIT_BLOCKS', 'CASES', 'REGIMES', 'LORA_TARGETS', 'METHODS', 'PEFT_METHODS', 'ADAPTER_WEIGHTS', 'ADAPTER_CONFIG',
+           'model_blocks', 'FineTuneCase', 'get_case', 'CaseReport', 'freeze_norm_stats', 'apply_case', 'case_table',
+           'markdown_table', 'plot_cases', 'TransferRegime', 'recommend_case', 'grow_head', 'dataset_labels',
+           'RehearsalDataset', 'mix_with_rehearsal', 'FineTuneReport', 'finetune_report', 'report_from_confusion',
+           'collect_logits', 'evaluate_finetune', 'trainable_parameters', 'set_lr_scale', 'clear_lr_scales', 'lora',
+           'bitfit', 'layer_depths', 'layerwise_lr_decay', 'linear_probe', 'FineTuneMethod', 'get_method',
+           'MethodReport', 'apply_method', 'method_table', 'plot_methods', 'save_adapter', 'load_adapter',
+           'state_digest', 'save_adapter_run', 'is_adapter_run', 'load_adapter_run']
 
 # %% ../nbs/11_finetune.ipynb #8269bc71
 VIVIT_BLOCKS = {"embed": ("embed",), "pos_embed": ("pos_embed", "temporal_pos"), "cls": ("spatial_cls", "temporal_cls"),
@@ -379,3 +385,267 @@ def trainable_parameters(model: nn.Module, # model after `apply_case`
                         ) -> list[nn.Parameter]:
     "The parameters of `model` that require gradients: what the optimizer should get."
     return [p for p in model.parameters() if p.requires_grad]
+
+# %% ../nbs/11_finetune.ipynb #fb547f94
+LORA_TARGETS = r"(spatial|temporal)\.blocks\.\d+\.attn\.(qkv|proj)"  # every attention projection of both encoders
+
+def _peft():
+    "Hugging Face `peft`, imported on first use (an optional extra: `pip install 'vivit_edu[peft]'`)."
+    try: import peft
+    except ImportError as e: raise ImportError("LoRA needs Hugging Face peft: pip install 'vivit_edu[peft]' (or pip install peft)") from e
+    return peft
+
+def set_lr_scale(params, # parameters to mark
+                 scale: float, # their learning rate is the run's learning rate times this
+                ):
+    "Give `params` a learning-rate factor (`p.lr_scale`), which the training loop's `build_optimizer` turns into a group."
+    for p in params: p.lr_scale = float(scale)
+
+def clear_lr_scales(model: nn.Module):
+    "Remove every `lr_scale` mark from `model`'s parameters (all of them train at the run's learning rate again)."
+    for p in model.parameters():
+        if hasattr(p, "lr_scale"): del p.lr_scale
+
+def lora(model: nn.Module, # a factorised-encoder ViViT (its head grown already, if it learns new classes)
+         *, r: int = 4, # rank of each update B A
+         alpha: float | None = None, # the update is scaled by alpha / r; None: alpha = 2 r
+         targets: str | list = LORA_TARGETS, # Linear layers to adapt: a regular expression over module names, or names
+         dropout: float = 0.0, # dropout on the LoRA branch's input
+         lr_scale: float = 4.0, # learning-rate factor of the adapter and the head (few parameters: a larger step)
+        ) -> nn.Module:
+    "Freeze `model` and add LoRA updates W + (alpha/r) B A to the `targets` with Hugging Face peft; train them and the head."
+    peft, model = _peft(), _unwrap(model)
+    head = model_blocks(model)["head"][0].split(".")[0]                       # "head" (ViViT) or "fc" (ResNet)
+    config = peft.LoraConfig(r=r, lora_alpha=2 * r if alpha is None else alpha, target_modules=targets, lora_dropout=dropout,
+                             modules_to_save=[head])
+    try: wrapped = peft.get_peft_model(model, config)                        # swaps each target Linear for a LoRA Linear, in place
+    except ValueError as e: raise ValueError(f"lora: targets {targets!r} match no Linear layer of {type(model).__name__} ({e})") from e
+    set_lr_scale([p for p in wrapped.parameters() if p.requires_grad], lr_scale)
+    return wrapped
+
+def bitfit(model: nn.Module, # a model with a classifier head (`model_blocks` finds it)
+           *, lr_scale: float = 4.0, # learning-rate factor of what trains (few parameters: a larger step)
+          ) -> nn.Module:
+    "BitFit: train every bias (`*.bias`, LayerNorm's too) and the classifier head; freeze every weight, embedding and token."
+    model = _unwrap(model); head = set(model_blocks(model)["head"])
+    for n, p in model.named_parameters(): p.requires_grad_(n.endswith(".bias") or n in head)
+    set_lr_scale([p for p in model.parameters() if p.requires_grad], lr_scale)
+    return model
+
+def layer_depths(model: nn.Module, # a factorised-encoder ViViT
+                ) -> dict[str, int]:
+    "Each parameter's depth from the input: 0 the embedding, then each spatial block, each temporal block, the head last."
+    model = _unwrap(model); blocks = model_blocks(model)
+    if not all(b in blocks for b in ("spatial", "temporal", "head")):
+        raise ValueError(f"layer_depths needs a factorised-encoder ViViT (spatial, temporal, head); {type(model).__name__} has {list(blocks)}")
+    S, T = len(model.spatial.blocks), len(model.temporal.blocks)
+    def depth(n):
+        m = re.match(r"(spatial|temporal)\.blocks\.(\d+)\.", n)
+        if m: return int(m[2]) + 1 + (S if m[1] == "temporal" else 0)
+        if _under(n, "spatial"): return S                                     # the spatial encoder's final norm
+        if _under(n, "temporal"): return S + T
+        if n == "temporal_cls" or _under(n, "temporal_pos"): return S + 1     # enter with the first temporal block
+        if n in blocks["head"]: return S + T + 1
+        return 0                                                              # patches, spatial positions, spatial CLS
+    return {n: depth(n) for n, _ in model.named_parameters()}
+
+def layerwise_lr_decay(model: nn.Module, # a factorised-encoder ViViT
+                       *, decay: float = 0.75, # each layer below the head learns this much slower than the one above
+                      ) -> nn.Module:
+    "Train every layer, the head at the run's learning rate and a layer d steps below it at decay**d of it."
+    model = _unwrap(model); depths = layer_depths(model); top = max(depths.values())
+    for n, p in model.named_parameters(): p.requires_grad_(True); set_lr_scale([p], decay ** (top - depths[n]))
+    return model
+
+def linear_probe(model: nn.Module, # a model with a Linear classifier (`head.fc`, `fc` or `head`)
+                 *, lr_scale: float = 20.0, # learning-rate factor: one Linear layer on fixed features takes a large step
+                 init_std: float = 0.01, # its new weights (biases start at 0)
+                ) -> nn.Module:
+    "A linear probe: freeze every feature, start the classifier's Linear afresh and train it alone."
+    model = _unwrap(model); owner, attr = _classifier(model); fc = getattr(owner, attr)
+    for p in model.parameters(): p.requires_grad_(False)
+    with torch.no_grad(): nn.init.normal_(fc.weight, std=init_std); fc.bias.zero_() if fc.bias is not None else None
+    fc.requires_grad_(True); set_lr_scale(fc.parameters(), lr_scale)
+    return model
+
+# %% ../nbs/11_finetune.ipynb #88612aa5
+def _case(model: nn.Module, *, case: str) -> nn.Module: apply_case(model, case); return _unwrap(model)
+
+@dataclass(frozen=True)
+class FineTuneMethod:
+    "One way to fine-tune: a name, what trains (in words), and the function that applies it with its options."
+    name: str # short name, a row of Table 2 ("case3", "lora4")
+    description: str # what trains, in words
+    apply: Callable # apply(model, **options) -> the module to train (the model, or peft's wrapper around it)
+    options: tuple = () # (keyword, value) pairs passed to `apply`
+    family: str = "case" # "case" (the paper's), "lora", "bitfit", "llrd" or "probe"
+
+    def __call__(self, model: nn.Module) -> nn.Module: return self.apply(model, **dict(self.options))
+
+METHODS = {**{c.name: FineTuneMethod(c.name, c.description, _case, (("case", c.name),)) for c in CASES.values()},
+           "lora4": FineTuneMethod("lora4", "LoRA rank 4 on every attention projection (qkv, proj) + head, lr x4", lora,
+                                   (("r", 4),), "lora"),
+           "lora16": FineTuneMethod("lora16", "LoRA rank 16 on every attention projection (qkv, proj) + head, lr x4", lora,
+                                    (("r", 16),), "lora"),
+           "bitfit": FineTuneMethod("bitfit", "every bias + head (BitFit), lr x4", bitfit, (), "bitfit"),
+           "llrd": FineTuneMethod("llrd", "all layers, lr x0.75 per layer below the head", layerwise_lr_decay,
+                                  (("decay", 0.75),), "llrd"),
+           "probe": FineTuneMethod("probe", "linear probe: a new Linear on frozen features, lr x20", linear_probe, (), "probe")}
+PEFT_METHODS = tuple(m for m in METHODS if m not in CASES)  # the rows beside the paper's four
+
+def get_method(method: str | int | FineTuneMethod | FineTuneCase, # "lora4", "case3", 3, a FineTuneMethod or a FineTuneCase
+              ) -> FineTuneMethod:
+    "Look up a fine-tuning method by name (the paper's cases by number too)."
+    if isinstance(method, FineTuneMethod): return method
+    if isinstance(method, (int, FineTuneCase)):
+        c = get_case(method)
+        return METHODS[c.name] if CASES.get(c.name) == c else FineTuneMethod(c.name, c.description, _case, (("case", c),))
+    if method not in METHODS: raise KeyError(f"unknown fine-tuning method {method!r}; choose one of {list(METHODS)}")
+    return METHODS[method]
+
+# %% ../nbs/11_finetune.ipynb #344a5136
+@dataclass
+class MethodReport:
+    "What `apply_method` did: the method, the module to train, and its parameters counted."
+    method: FineTuneMethod
+    model: nn.Module # what to train and evaluate: the model itself, or peft's wrapper around it (LoRA)
+    trainable: int # parameters that train (LoRA: its A and B matrices and the head)
+    total: int # parameters of the model before the method (what a full fine-tuning would train)
+    added: int # parameters the method added (LoRA: A, B and peft's trainable copy of the head)
+    lr_scales: dict # learning-rate factor -> trainable parameters at it
+
+    def __str__(self):
+        lrs = ", ".join(f"x{s:.3g}: {format_count(n)}" for s, n in sorted(self.lr_scales.items(), reverse=True))
+        return (f"{self.method.name}: {self.method.description}\n  trainable {format_count(self.trainable)} of "
+                f"{format_count(self.total)} ({100 * self.trainable / max(self.total, 1):.2f}%)"
+                + (f", {format_count(self.added)} added" if self.added else "") + f"; learning rate {lrs}")
+    __repr__ = __str__
+
+def apply_method(model: nn.Module, # the model to fine-tune (changed in place: frozen, and LoRA layers swapped in)
+                 method: str | int | FineTuneMethod | FineTuneCase, # "lora4", "case3", 3, ...: a key of METHODS
+                ) -> MethodReport:
+    "Apply a fine-tuning method (the paper's four cases and the rest of METHODS); return the module to train, counted."
+    method, inner = get_method(method), _unwrap(model)
+    total = count_parameters(inner); clear_lr_scales(inner)
+    out = method(inner)
+    trainable = [p for p in out.parameters() if p.requires_grad]
+    scales = {}
+    for p in trainable: s = float(getattr(p, "lr_scale", 1.0)); scales[s] = scales.get(s, 0) + p.numel()
+    return MethodReport(method, out, sum(p.numel() for p in trainable), total, count_parameters(out) - total, scales)
+
+def method_table(model: nn.Module, # model to count on (each method is applied to a copy; `meta` models work)
+                 methods=tuple(METHODS), # rows
+                ) -> list[dict]:
+    "One row per method: what trains, trainable parameters (and their share of the model), parameters added."
+    rows = []
+    for m in methods:
+        r = apply_method(copy.deepcopy(_unwrap(model)), m)
+        rows.append(dict(method=r.method.name, trains=r.method.description, trainable=r.trainable,
+                         share=round(100 * r.trainable / max(r.total, 1), 2), added=r.added))
+    return rows
+
+# %% ../nbs/11_finetune.ipynb #2fbd746f
+def plot_methods(rows: list[dict], # one per run; runs with the same name are seeds of one method
+                 metrics: dict | None = None, # row key -> axis label; None: {"val_acc": ..., "new_acc": ...}
+                 *, name: str = "method", # the row key naming the method
+                 x: str = "trainable", # the row key holding trainable parameters
+                 axes=None, # one matplotlib axes per metric
+                ):
+    "Accuracy against trainable parameters (log scale): a point per method at the mean of its runs, a dot per run."
+    import matplotlib.pyplot as plt
+    metrics = metrics or {"val_acc": "val acc (%)", "new_acc": "new-class acc (%)"}
+    if axes is None: _, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.6), squeeze=False)
+    axes = list(getattr(axes, "flat", axes))                                  # an array of axes, or a list
+    names = list(dict.fromkeys(r[name] for r in rows))
+    colours = dict(zip(names, plt.cm.tab10.colors * 2))
+    for ax, (key, label) in zip(axes, metrics.items()):
+        for n in names:
+            rs = [r for r in rows if r[name] == n]
+            xs, ys = [float(r[x]) for r in rs], [float(r[key]) for r in rs]
+            ax.scatter(xs, ys, s=10, color=colours[n], alpha=0.5)
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            ax.scatter([mx], [my], s=50, color=colours[n], edgecolor="black", zorder=3)
+            ax.annotate(n, (mx, my), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        ax.set_xscale("log"); ax.set_xlabel("trainable parameters (log scale)"); ax.set_ylabel(label); ax.grid(alpha=0.3)
+    axes[0].figure.tight_layout()
+    return axes
+
+# %% ../nbs/11_finetune.ipynb #7368fd6e
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"  # peft's file names
+
+def save_adapter(model: nn.Module, # a LoRA model (`lora`, `apply_method(..., "lora4").model`)
+                 folder, # where to write
+                ) -> Path:
+    "Write only what LoRA trained (A, B and the head) in peft's format: `adapter_model.safetensors` + `adapter_config.json`."
+    peft = _peft()
+    if not isinstance(model, peft.PeftModel): raise TypeError(f"save_adapter: {type(model).__name__} carries no LoRA adapter (use `lora` first)")
+    from vivit_edu.train import save_weights
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    save_weights(peft.get_peft_model_state_dict(model), folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+    model.peft_config["default"].save_pretrained(str(folder))
+    return folder
+
+def load_adapter(model: nn.Module, # the base model, with the classes the adapter was trained for (grow its head first)
+                 folder, # a folder `save_adapter` wrote
+                 *, merge: bool = False, # fold B A into W and return a plain model (no peft layers left)
+                ) -> nn.Module:
+    "The base model with a saved LoRA adapter on top (peft's `PeftModel`), or merged into its weights."
+    peft, folder = _peft(), Path(folder)
+    for f in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+        if not (folder / f).is_file(): raise FileNotFoundError(f"{folder / f}: no such file (is {folder} a folder save_adapter wrote?)")
+    wrapped = peft.PeftModel.from_pretrained(_unwrap(model), str(folder))
+    return wrapped.merge_and_unload() if merge else wrapped
+
+def state_digest(state: dict, # a state dict (name -> tensor)
+                ) -> str:
+    "A SHA-256 over the names and bytes of a state dict's tensors: which weights an adapter was trained on."
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(k.encode()); h.update(str(v.dtype).encode()); h.update(str(tuple(v.shape)).encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+# %% ../nbs/11_finetune.ipynb #a0f0064a
+def save_adapter_run(model: nn.Module, # the LoRA model, trained
+                     folder, # the run folder to write: run.json + adapter/
+                     *, spec, # `RunSpec` of the fine-tuned model (lesson 10): builder, options, all class names, clip format
+                     base, # the base model's weights file (.safetensors), which stays where it is
+                     base_state: dict, # the base model's weights (to record which weights the adapter belongs to)
+                     method: str = "lora", # the method's name, for the record
+                    ) -> Path:
+    "A run folder `vivit-edu predict --run` reads: run.json names the base weights (relative path if it can) and the adapter."
+    folder, base = Path(folder), Path(base)
+    save_adapter(model, folder / "adapter")
+    rel = os.path.relpath(base.resolve(), folder.resolve())
+    n_base = next(v.shape[0] for k, v in base_state.items() if k in ("head.fc.weight", "fc.weight", "head.weight"))
+    spec = replace(spec, finetune=dict(base=rel, base_sha256=state_digest(base_state), base_classes=n_base, method=method,
+                                       adapter="adapter"))
+    spec.save(folder)
+    return folder
+
+def is_adapter_run(folder) -> bool:
+    "Does `folder` hold a run.json that names a base model and an adapter (`save_adapter_run`)?"
+    path = Path(folder) / "run.json"
+    if not path.is_file(): return False
+    try: return "adapter" in (json.loads(path.read_text()).get("finetune") or {})
+    except (ValueError, AttributeError): return False
+
+def load_adapter_run(folder, # a run folder `save_adapter_run` wrote
+                     *, merge: bool = True, # fold the adapter into the weights (one plain model, as fast as the base)
+                     device: str | torch.device | None = "cpu",
+                    ):
+    "The fine-tuned model of an adapter run folder: base weights + grown head + adapter (merged), in eval mode, and its `RunSpec`."
+    from vivit_edu.train import RunSpec, read_weights
+    folder = Path(folder); spec = RunSpec.load(folder); ft = spec.finetune
+    base_path = (folder / ft["base"]) if not Path(ft["base"]).is_absolute() else Path(ft["base"])
+    state, base_path = read_weights(base_path)
+    if ft.get("base_sha256") and state_digest(state) != ft["base_sha256"]:
+        raise ValueError(f"{base_path}: these are not the weights the adapter in {folder / ft['adapter']} was trained on "
+                         "(their SHA-256 differs from run.json's base_sha256)")
+    base = replace(spec, classes=spec.classes[:ft["base_classes"]]).build()
+    try: base.load_state_dict(state)
+    except RuntimeError as e: raise ValueError(f"{base_path}: the base weights do not fit the model run.json describes ({e})") from None
+    if len(spec.classes) > ft["base_classes"]: grow_head(base, len(spec.classes) - ft["base_classes"])
+    model = load_adapter(base, folder / ft["adapter"], merge=merge)
+    return model.to(device or "cpu").eval(), spec

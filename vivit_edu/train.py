@@ -117,8 +117,10 @@ def build_optimizer(model: nn.Module, # the model whose trainable parameters to 
     "AdamW or SGD over the trainable parameters, with no weight decay on 1-D parameters (biases, norm weights)."
     params = [p for p in model.parameters() if p.requires_grad]
     if not params: raise ValueError(f"{type(model).__name__} has no trainable parameters (all requires_grad=False)")
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    scale = lambda p: float(getattr(p, "lr_scale", 1.0))   # a per-parameter learning-rate factor (lesson 11's methods set it)
+    groups = [{"params": [p for p in params if (p.ndim >= 2) == decay and scale(p) == s],
+               "weight_decay": config.weight_decay if decay else 0.0} | ({} if s == 1.0 else {"lr": config.lr * s})
+              for s in sorted({scale(p) for p in params}, reverse=True) for decay in (True, False)]
     groups = [g for g in groups if g["params"]]
     fused = params[0].is_cuda or None  # fused kernel on CUDA, PyTorch's default elsewhere
     if config.optimizer == "adamw": return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
