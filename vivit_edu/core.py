@@ -14,7 +14,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['check_shape', 'get_device', 'to_channels_last', 'seed_everything', 'count_parameters', 'parameter_table',
-           'format_count', 'cache_dir', 'load_torch_file']
+           'format_count', 'cache_dir', 'load_torch_file', 'check_enough_loaded']
 
 # %% ../nbs/00_core.ipynb #35de1dca
 def check_shape(x: torch.Tensor | np.ndarray, # tensor or array to check
@@ -124,3 +124,14 @@ def load_torch_file(path, # a .pt / .pth / .bin file written by `torch.save`
         if isinstance(e, FileNotFoundError): raise FileNotFoundError(f"{path}: no such file") from None
         why = (str(e).strip() or type(e).__name__).splitlines()[0]
         raise ValueError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {why})") from None
+
+def check_enough_loaded(loaded: int, # tensors taken from the file
+                        total: int, # tensors of the model (its state dict)
+                        where: str, # the file (or what the weights came from), for the message
+                        left=(), # keys left at their initialisation, a few of which the message names
+                       ):
+    "Refuse a load that filled under half of a model's tensors: the weights are for another model, or named otherwise."
+    if 2 * loaded < total:
+        few = ", ".join(list(left)[:8]) + (f" ... ({len(left)} in all)" if len(left) > 8 else "")
+        raise ValueError(f"{where}: only {loaded} of the model's {total} tensors match the file by name and shape: these "
+                         f"weights are for another model (or use other names); left at initialisation: {few}")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import check_shape, get_device, seed_everything, count_parameters, load_torch_file
+from .core import check_shape, get_device, seed_everything, count_parameters, load_torch_file, check_enough_loaded
 from .data.datasets import normalize_clips, video_transform, KINETICS_MEAN, KINETICS_STD
 
 # %% auto #0
@@ -26,10 +26,10 @@ __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'SCHEDULE_KEYS', 'CKPT_WEIGHT
            'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps',
            'build_scheduler', 'resolve_amp', 'autocast', 'unpack_batch', 'train_one_epoch', 'EvalResult',
            'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader', 'evaluate', 'predict',
-           'save_weights', 'read_weights', 'head_keys', 'check_enough_loaded', 'load_weights', 'rng_state',
-           'set_rng_state', 'hold_ctrl_c', 'write_checkpoint', 'check_writable', 'find_checkpoint',
-           'read_checkpoint_state', 'preset_input', 'RunSpec', 'run_checkpoint', 'load_run', 'History', 'in_notebook',
-           'LivePlot', 'Trainer', 'fit', 'plot_confusion', 'RunCheckpoints']
+           'save_weights', 'read_weights', 'head_keys', 'load_weights', 'rng_state', 'set_rng_state', 'hold_ctrl_c',
+           'write_checkpoint', 'check_writable', 'find_checkpoint', 'read_checkpoint_state', 'preset_input', 'RunSpec',
+           'run_checkpoint', 'load_run', 'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit', 'plot_confusion',
+           'RunCheckpoints']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -438,16 +438,6 @@ def head_keys(model: nn.Module) -> list[str]:
     return []
 
 def _few(xs): return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
-
-def check_enough_loaded(loaded: int, # tensors taken from the file
-                        total: int, # tensors of the model (its state dict)
-                        where: str, # the file (or what the weights came from), for the message
-                        left: Sequence[str] = (), # keys left at their initialisation, a few of which the message names
-                       ):
-    "Refuse a load that filled under half of a model's tensors: the weights are for another model, or named otherwise."
-    if 2 * loaded < total:
-        raise ValueError(f"{where}: only {loaded} of the model's {total} tensors match the file by name and shape: these "
-                         f"weights are for another model (or use other names); left at initialisation: {_few(list(left))}")
 
 def load_weights(model: nn.Module, # model to load into (compile/DDP wrappers are unwrapped)
                  path: str | Path, # a .safetensors file, or a checkpoint folder containing model.safetensors
