@@ -250,12 +250,7 @@ def _predict(a) -> int:
     skipped = []
     def skip(video, why):                                              # one warning per file that gives no prediction
         skipped.append(video); print(f"vivit-edu: warning: skipped {video}: {why}", file=sys.stderr, flush=True)
-    videos = []
-    for v in a.video:
-        if not Path(v).exists(): skip(v, "no such video file")
-        elif not Path(v).is_file(): skip(v, "a folder, not a video file")
-        else: videos.append(v)
-    if videos:
+    def predictor() -> Predictor:                                      # built once, for the first video that exists
         names = read_class_names(a.classes)
         if a.run is not None:                                          # the run's model, class names and clip format
             weights = run_checkpoint(a.run, a.checkpoint or "best")
@@ -270,9 +265,13 @@ def _predict(a) -> int:
                                frames=a.frames, image_size=a.image_size)
             crop = a.image_size or (getattr(_model_config(model), "image_size", None) if a.size else None)  # --size: then crop
             clip = dict(frames=a.frames, size=a.size, crop=crop, class_names=names)
-        pred = Predictor(model, **clip, hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth, device=a.device,
+        return Predictor(model, **clip, hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth, device=a.device,
                          threads=a.threads or None, compile=a.compile, channels_last=a.channels_last, bf16=a.bf16)
-    for v in videos:
+    pred = None
+    for v in a.video:                                                  # in the order given, each on its own
+        if not Path(v).exists(): skip(v, "no such video file"); continue
+        if not Path(v).is_file(): skip(v, "a folder, not a video file"); continue
+        if pred is None: pred = predictor()
         try: res = predict_video(v, pred, max_frames=a.max_frames, on_prediction=None if a.quiet else _print_prediction)
         except VideoError as e: skip(v, str(e).removeprefix(f"{v}: ")); continue
         if not res.predictions:                                        # nothing to show: say why, and fail
