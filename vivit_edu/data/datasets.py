@@ -280,24 +280,42 @@ def average_by_video(scores:torch.Tensor, # (N, K) per-clip scores (logits or pr
     return out / torch.bincount(inv, minlength=len(vids)).unsqueeze(1).to(scores.dtype), vids
 
 # %% ../../nbs/03_data.datasets.ipynb #56ba87a8
-UCF_NAME = re.compile(r"^v_(?P<cls>.+?)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+$", re.I)
+UCF_NAME = re.compile(r"^v_(?P<cls>.+?)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+\Z", re.I)   # \Z, not $: "x.avi\n" is no name
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+def _text_lines(path) -> list[str]:
+    "The lines of a small text file (UTF-8, a BOM and Windows line ends allowed); ValueError naming the file otherwise."
+    try: data = Path(path).read_bytes()
+    except IsADirectoryError: raise ValueError(f"{path}: a folder, not a text file") from None
+    try: return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e: raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
 
 def read_class_index(path) -> list[str]:
     "Class names from UCF101's classInd.txt (lines 'index name', indices 1..K in order)."
     names = []
-    for k, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for k, line in enumerate(_text_lines(path), 1):
         if not line.strip(): continue
         parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
+        if (len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or int(parts[0]) != len(names) + 1
+                or not parts[1].isprintable()):
             raise ValueError(f"{path}, line {k}: expected '{len(names) + 1} ClassName', got {line.strip()!r}")
         names.append(parts[1])
     if not names: raise ValueError(f"{path}: no classes")
     return names
 
 def read_split_list(path) -> list[str]:
-    "Relative video paths from a trainlistNN.txt / testlistNN.txt (the label column, if any, is dropped)."
-    return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+    "Relative video paths 'Class/video.avi' from a trainlistNN.txt / testlistNN.txt (the label column, if any, is dropped)."
+    out = []
+    for k, line in enumerate(_text_lines(path), 1):
+        if not line.strip(): continue
+        parts = line.split()
+        rel = parts[0].replace("\\", "/")                       # lists written on Windows
+        cls, _, name = rel.partition("/")
+        if (len(parts) > 2 or not cls or not name or "/" in name or not rel.isprintable()
+                or Path(name).suffix.lower() not in VIDEO_EXTENSIONS or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit()))):
+            raise ValueError(f"{path}, line {k}: expected 'ClassFolder/video.avi' and an optional class number, got {line.strip()!r}")
+        out.append(rel)
+    return out
 
 def _find_files(folder:Path) -> dict[str, Path]:
     "Video files under `folder` by lower-case relative path (class folder / file), for case-blind lookup."
@@ -378,7 +396,7 @@ class UCF101(VideoClips):
         return default_index_cache(root) if index_cache is True else (Path(index_cache) if index_cache else None)
 
 # %% ../../nbs/03_data.datasets.ipynb #63eda0e5
-RLDD_FILE = re.compile(r"^(0|5|10)\.(mov|mp4|m4v|avi|mkv)$", re.I)
+RLDD_FILE = re.compile(r"^(0|5|10)\.(mov|mp4|m4v|avi|mkv)\Z", re.I)     # \Z: "5.mov\n" is not a recording
 RLDD_NAMES = {0: "Alert", 5: "LowVigilant", 10: "Drowsy"}
 RLDD_TASKS = {"3class": {0: 0, 5: 1, 10: 2}, "drowsy": {10: 0}}
 

@@ -93,12 +93,37 @@ def _rgb_into(frame, out:np.ndarray, reformatter:VideoReformatter):
 # %% ../../nbs/01_data.video.ipynb #53c3f373
 _END = object()
 
-def _decode(container, stream, path):
-    "Yield decoded frames in display order; a damaged tail ends the stream (earlier frames are kept)."
+def _riff_cut(path) -> bool:
+    "True for a RIFF file (AVI) shorter than its header says: cut short. AVI stores no display times to check frames against."
     try:
-        for frame in container.decode(stream): yield frame
-    except av.error.InvalidDataError: return
-    except (av.FFmpegError, ValueError) as e: raise VideoError(path, f"decoding failed ({e})") from None
+        with open(path, "rb") as f: head = f.read(12)
+        return head[:4] == b"RIFF" and head[8:12] == b"AVI " and os.path.getsize(path) < int.from_bytes(head[4:8], "little") + 8
+    except OSError: return False
+
+def _decode(container, stream, path, tail_packets:int=2):
+    "Frames in display order. A damaged or cut tail ends the stream: earlier frames are kept, doubtful ones dropped; damage before the tail is an error."
+    n, prev, step, damaged, cut = 0, None, None, None, _riff_cut(path)
+    try:
+        for packet in container.demux(stream):
+            flushing = packet.size == 0 and packet.dts is None   # the end: the decoder hands over the frames it held back
+            if damaged is not None:                              # after damage: is it the file's tail, or its middle?
+                if packet.size and (tail_packets := tail_packets - 1) < 0:
+                    raise VideoError(path, f"corrupt data at frame {n}, in the middle of the file (decoder: {damaged})")
+                continue
+            if flushing and cut: return                          # a cut AVI: the held-back frames may have lost their B-frames
+            try: frames = packet.decode()
+            except av.error.InvalidDataError as e: damaged = f"invalid data, {e}"; continue
+            for frame in frames:
+                if frame.is_corrupt: damaged = "a corrupt frame"; break            # e.g. the last packet of a cut AVI
+                t = frame.pts
+                if flushing and None not in (prev, step, t) and t - prev > 1.5 * step:
+                    return                     # a held-back frame whose B-frames were cut off: it would sit at a wrong index
+                if t is not None and prev is not None and not flushing: step = t - prev
+                prev, n = t if t is not None else prev, n + 1
+                yield frame
+    except (av.FFmpegError, ValueError) as e:
+        if isinstance(e, VideoError): raise
+        raise VideoError(path, f"decoding failed ({e})") from None
 
 def _decoded_frames(container, stream, path, threaded:bool=True, maxsize:int=16):
     "Frames of `stream` in display order, decoded in a background thread when `threaded`."
