@@ -195,6 +195,16 @@ def test_write_video_validates(tmp_path):
     with pytest.raises(ValueError, match="suffix"): write_video(tmp_path / "x.xyz", np.zeros((2, 8, 8, 3), np.uint8))
 
 
+def test_write_video_from_a_generator(tmp_path, clip):
+    "Frames that come one at a time (a long recording never in memory) give the same video as the array."
+    a = write_video(tmp_path / "a.mp4", clip[:12], preset="veryfast")
+    b = write_video(tmp_path / "b.mp4", (f for f in clip[:12]), preset="veryfast")
+    np.testing.assert_array_equal(read_video(a), read_video(b))
+    with pytest.raises(ValueError, match=r"c\.avi: frame 2 is uint8 \(8, 8, 3\), not uint8 \(96, 128, 3\)"):
+        write_video(tmp_path / "c.avi", iter([clip[0], clip[1], np.zeros((8, 8, 3), np.uint8)]))
+    with pytest.raises(ValueError, match="d.avi: no frames to write"): write_video(tmp_path / "d.avi", iter([]))
+
+
 def test_sparse_mpeg4_skips_b_frames(files):
     "The MPEG-4 part 2 fast path returns the same frames as a plain decode, and declines when unsure."
     from vivit_edu.data.video import _read_sparse_mpeg4

@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/data.video.html.md"""
 
 # %% ../../nbs/01_data.video.ipynb #ab8b2cfa
 from __future__ import annotations
-import os, queue, sys, threading
+import itertools, os, queue, sys, threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,7 +45,7 @@ def _open(path):
 _SUFFIX_CODEC = {".avi": "mpeg4", ".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264"}
 
 def write_video(path, # output file; its suffix picks container and default codec
-                frames, # uint8 (T, H, W, C) RGB frames
+                frames, # uint8 (T, H, W, C) RGB frames, or an iterable of (H, W, C) frames (written as they come: long videos, little RAM)
                 fps=25, # frames per second
                 codec:str|None=None, # encoder name; None: .avi -> mpeg4 (XVID tag), .mp4/.mov/.mkv -> libx264
                 bframes:int=2, # B-frames between reference frames
@@ -57,12 +57,19 @@ def write_video(path, # output file; its suffix picks container and default code
                 **options, # extra encoder options, e.g. preset="veryfast"
                ) -> Path: # the written file
     "Encode uint8 RGB `frames` (T, H, W, C) into a video file."
-    frames, path = np.asarray(frames), Path(path)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    if isinstance(frames, (np.ndarray, list, tuple)):
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+        H, W = frames.shape[1:3]
+    else:                                                 # a generator: one frame in memory at a time
+        it = iter(frames); first = next(it, None)
+        if first is None: raise ValueError(f"{path}: no frames to write")
+        H, W = np.asarray(first).shape[:2]
+        frames = itertools.chain([first], it)
     codec = codec or _SUFFIX_CODEC.get(path.suffix.lower())
     if codec is None: raise ValueError(f"{path}: no default codec for suffix {path.suffix!r}; pass codec=")
-    T, H, W, _ = frames.shape
     if pix_fmt.startswith(("yuv420", "yuvj420")) and (H % 2 or W % 2):
         raise ValueError(f"{path}: {pix_fmt} needs even width and height, got {W}x{H}; crop, or pass pix_fmt='yuv444p'")
     with av.open(str(path), "w") as out:
@@ -77,7 +84,9 @@ def write_video(path, # output file; its suffix picks container and default code
         if codec == "mpeg4" and path.suffix.lower() == ".avi": cc.codec_tag = "XVID"
         if rotation: s.set_display_rotation(rotation)
         s.options = opts
-        for f in frames:
+        for t, f in enumerate(frames):
+            f = np.asarray(f)
+            if f.dtype != np.uint8 or f.shape != (H, W, 3): raise ValueError(f"{path}: frame {t} is {f.dtype} {f.shape}, not uint8 {(H, W, 3)}")
             for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")): out.mux(pkt)
         for pkt in s.encode(): out.mux(pkt)
     return path
