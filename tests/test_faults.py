@@ -265,7 +265,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_experiment_ctrl_c_then_resume(tmp_path):
+def test_experiment_ctrl_c_then_resume(tmp_path, capsys):
     out = tmp_path / "report"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-c", INTERRUPT, *EXPERIMENT, "--out", str(out)], cwd=ROOT, capture_output=True,
@@ -275,9 +275,9 @@ def test_experiment_ctrl_c_then_resume(tmp_path):
     assert p.stderr.strip().endswith(f"vivit-edu: interrupted: training run 3 was in epoch 2 of 2; {ck / 'run03' / 'last'} holds "
                                      f"epoch 1, and {ck} holds the 2 run(s) before it; resume with the same command and --resume"), p.stderr[-2000:]
     first = (ck / "run01" / "history.csv").read_text()
-    p = subprocess.run([sys.executable, "-m", "vivit_edu", *EXPERIMENT, "--out", str(out)], cwd=ROOT, capture_output=True,
-                       text=True, env=env, timeout=300)
-    assert p.returncode == 2 and f"{ck} holds the checkpoints of an unfinished experiment: pass --resume" in p.stderr, p.stderr[-2000:]
+    from vivit_edu.cli import main                                  # without --resume: refused before anything runs
+    assert main([*EXPERIMENT, "--out", str(out)]) == 2
+    assert f"{ck} holds the checkpoints of an unfinished experiment: pass --resume" in capsys.readouterr().err
     p = subprocess.run([sys.executable, "-m", "vivit_edu", *EXPERIMENT, "--out", str(out), "--resume"], cwd=ROOT,
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
