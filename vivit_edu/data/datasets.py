@@ -587,9 +587,9 @@ def make_example_folder(root, # folder to create (class sub-folders are written 
                         seed: int = 0,
                        ) -> Path:
     "A small clip folder (root/<class>/<video>.avi) drawn by the embedded dataset's generator; every video has its own scene."
-    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip
+    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip, ACTIONS
     from vivit_edu.data.video import write_video
-    root, cfg = Path(root), EmbeddedConfig(seed=seed)
+    root, cfg = Path(root), EmbeddedConfig(seed=seed, classes=tuple(sorted(ACTIONS)))    # every action, rotations included
     for action in classes:
         if action not in cfg.classes: raise ValueError(f"unknown action {action!r}: use some of {list(cfg.classes)}")
         for i in range(videos_per_class):
