@@ -248,16 +248,18 @@ def test_ctrl_c_while_writing_a_checkpoint_waits_for_it(tmp_path):
 
 
 # Ctrl-C in `vivit-edu experiment`, then --resume
-EXPERIMENT = ["experiment", "--preset", "demo", "--device", "cpu", "--epochs", "2", "--finetune-epochs", "2",
-              "--max-train-batches", "1", "--no-nonlocal", "--no-shuffled", "--seeds", "0", "--finetune-seeds", "0",
-              "--num-workers", "0", "--threads", "1"]
-# a real SIGINT, sent by the process to itself when its 6th training epoch starts (run 3, the case2 fine-tuning, epoch 2)
+EXPERIMENT = ["experiment", "--preset", "smoke", "--device", "cpu", "--epochs", "2", "--finetune-epochs", "2",
+              "--max-train-batches", "1", "--no-nonlocal", "--baselines", "one frame", "--seeds", "0", "--finetune-seeds", "0",
+              "--num-workers", "0", "--threads", "1", "--workers", "1"]
+# runs in order: image start, ViViT, one frame (2 epochs each), then case1..case4 (2 epochs each). The process counts its
+# training epochs (printed) and sends itself a real SIGINT when epoch STOP_AT starts (6: case1's second epoch).
 INTERRUPT = """import os, signal, sys
 import vivit_edu.train as T
-real, n = T.train_one_epoch, [0]
+real, n, stop = T.train_one_epoch, [0], int(os.environ["STOP_AT"])
 def train_one_epoch(*a, **k):
     n[0] += 1
-    if n[0] == 6: os.kill(os.getpid(), signal.SIGINT)
+    print("training epoch", n[0], flush=True)
+    if n[0] == stop: os.kill(os.getpid(), signal.SIGINT)
     return real(*a, **k)
 T.train_one_epoch = train_one_epoch
 from vivit_edu.cli import main
@@ -266,23 +268,32 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_experiment_ctrl_c_then_resume(tmp_path, capsys):
-    out = tmp_path / "report"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-c", INTERRUPT, *EXPERIMENT, "--out", str(out)], cwd=ROOT, capture_output=True,
-                       text=True, env=env, timeout=300)
-    ck = out / "checkpoints"
+    out, ck = tmp_path / "report", tmp_path / "report" / "checkpoints"
+    def experiment(stop, *more):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop)}
+        return subprocess.run([sys.executable, "-c", INTERRUPT, *EXPERIMENT, "--out", str(out), *more], cwd=ROOT,
+                              capture_output=True, text=True, env=env, timeout=300)
+    p = experiment(6)
     assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    assert p.stderr.strip().endswith(f"vivit-edu: interrupted: training run 3 was in epoch 2 of 2; {ck / 'run03' / 'last'} holds "
-                                     f"epoch 1, and {ck} holds the 2 run(s) before it; resume with the same command and --resume"), p.stderr[-2000:]
-    first = (ck / "run01" / "history.csv").read_text()
+    assert p.stderr.strip().endswith(f"vivit-edu: interrupted: 3 of 7 training runs finished, kept in {ck} with the last epoch of "
+                                     "the others; go on with the same command and --resume"), p.stderr[-2000:]
+    finished = sorted(f.parent.name for f in ck.glob("*/result.pt"))
+    assert finished == ["image", "vivit_one_frame_seed_0", "vivit_seed_0"], finished
+    assert not (ck / "case1_seed_0" / "result.pt").exists() and (ck / "case1_seed_0" / "last").is_dir()   # its first epoch kept
+    first = (ck / "vivit_seed_0" / "history.csv").read_text()
     from vivit_edu.cli import main                                  # without --resume: refused before anything runs
     assert main([*EXPERIMENT, "--out", str(out)]) == 2
-    assert f"{ck} holds the checkpoints of an unfinished experiment: pass --resume" in capsys.readouterr().err
-    p = subprocess.run([sys.executable, "-m", "vivit_edu", *EXPERIMENT, "--out", str(out), "--resume"], cwd=ROOT,
-                       capture_output=True, text=True, env=env, timeout=300)
+    assert f"{ck} holds the checkpoints of an unfinished run: pass --resume" in capsys.readouterr().err
+    assert main([*EXPERIMENT, "--out", str(out), "--epochs", "3", "--resume"]) == 2        # other options: refused too
+    capsys.readouterr()
+    p = experiment(0, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
+    # finished runs are read, not retrained; case1 trains only its second epoch; case2..case4 two each: 7 epochs
+    assert p.stdout.count("training epoch ") == 7, p.stdout
     assert (out / "report.md").is_file() and (out / "table2.csv").is_file() and not ck.exists()   # done, checkpoints gone
-    assert (out / "vivit_seed0" / "history.csv").read_text().splitlines()[1].split(",")[-2:] == first.splitlines()[1].split(",")[-2:]   # loaded, not retrained (same epoch time)
+    rows = (out / "table2.csv").read_text().splitlines()
+    assert len(rows) == 5 and all(r.startswith(c) for r, c in zip(rows[1:], ("case1", "case2", "case3", "case4"))), rows
+    assert (out / "table1.csv").read_text().count("\n") >= 3 and first.splitlines()[0].startswith("epoch")
 
 
 # bad files: skipped with one warning each and counted, by train and predict
