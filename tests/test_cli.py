@@ -149,9 +149,9 @@ def test_experiment_under_torchrun(tmp_path):
     "The experiments' command under torchrun: DDP for Table 1 and for the four fine-tuning cases (frozen parameters)."
     out = tmp_path / "exp"
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vivit_edu", "experiment",
-             "--preset", "demo", "--device", "cpu", "--epochs", "1", "--finetune-epochs", "1", "--max-train-batches", "2",
+             "--preset", "smoke", "--device", "cpu", "--epochs", "1", "--finetune-epochs", "1", "--max-train-batches", "2",
              "--no-nonlocal", "--no-shuffled", "--num-workers", "0", "--out", str(out)], timeout=600)
-    assert p.stdout.count("Table 1 (paper protocol)") == 1, p.stdout          # rank 0 prints the tables once
+    assert p.stdout.count("Table 1 (official protocol)") == 1, p.stdout          # rank 0 prints the tables once
     rows = (out / "table2.csv").read_text().splitlines()
     assert rows[0].startswith("case,") and len(rows) == 5                     # four cases
     assert (out / "report.md").read_text().startswith("# ViViT vs Non-local")

@@ -176,10 +176,12 @@ def test_c2d_is_2d_resnet_per_frame():
 
 def test_weights_path_is_inflated(tmp_path):
     torch.manual_seed(0)
-    r2 = resnet50()  # 1000-class fc: does not fit, stays initialised
+    r2 = resnet50()  # 1000-class fc: does not fit; an error, unless the head is asked to start new
     path = tmp_path / "r50.pt"
     torch.save(r2.state_dict(), path)
-    m = nl_resnet50(preset="tiny", variant="i3d", weights=path)
+    with pytest.raises(ValueError, match=r"r50\.pt: weights do not fit this model: shape mismatch: fc\.weight: file \(1000, 2048\) vs model \(5, 2048\).*reinit_head=True"):
+        nl_resnet50(preset="tiny", variant="i3d", weights=path)
+    m = nl_resnet50(preset="tiny", variant="i3d", weights=path, reinit_head=True)
     assert torch.allclose(m.conv1.weight.sum(2), r2.conv1.weight, atol=1e-6)
     assert torch.equal(m.layer4[2].bn3.running_var, r2.layer4[2].bn3.running_var)
     assert m.fc.out_features == 5

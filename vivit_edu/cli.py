@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 from .data.datasets import BadVideoWarning, check_data
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd
-from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint
+from .data.video import VideoError
+from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint, load_run, RunCheckpoints, check_writable, is_main_process
 from .finetune import CASES
 from .distributed import train_folder, ddp_demo, cleanup_distributed
 from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, BASELINES, run_experiments
-from .inference import predict_video, load_model, read_class_names, _model_config
+from .inference import Predictor, predict_video, load_model, read_class_names, _model_config
 
 # %% auto #0
 __all__ = ['COMMANDS', 'add_train_arguments', 'add_predict_arguments', 'add_experiment_arguments', 'add_ddp_demo_arguments',
@@ -103,7 +104,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `vivit-edu predict`: `predict_video`'s, and `load_model`'s for weights without a run folder."
-    p.add_argument("video")
+    p.add_argument("video", nargs="+", help="video file(s); one that cannot be read is skipped with a warning (exit status 1)")
     p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
     p.add_argument("--checkpoint", default=None, help="with --run: best (default), last, or a checkpoint folder of that run")
     p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
@@ -148,6 +149,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--progress", action="store_true", default=None, help="a progress bar even when the output is not a terminal")
     p.add_argument("--out", help="report folder (default: reports/<preset>)")
+    p.add_argument("--resume", action="store_true", help="go on with an interrupted experiment (OUT/checkpoints), same options")
     return p
 
 def add_ddp_demo_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every Table 1 row (default 0 1 2)")
     d.add_argument("--finetune-seeds", type=int, nargs="+", help="Table 2's seeds (default: --seeds)")
     d.add_argument("--progress", action="store_true", default=None, help="a progress bar even when the output is not a terminal")
+    d.add_argument("--resume", action="store_true", help="go on with an interrupted demo (its finished runs are kept in OUT/checkpoints)")
     add_experiment_arguments(sub.add_parser("experiment", help="the real experiment: datasets, --preset paper, a GPU (run_experiments)"))
     g = sub.add_parser("data", help="generate the embedded datasets, print where they are (make_embedded_dataset)")
     g.add_argument("--out", help="parent folder (default: the package cache)")
@@ -203,7 +206,8 @@ def _demo(a) -> int:
     if a.threads < 1: raise ValueError(f"--threads {a.threads}: must be at least 1")
     torch.set_num_threads(a.threads)
     run_experiments(ExperimentConfig(preset="demo", device="cpu", out_dir=a.out, data_seed=a.data_seed, seeds=a.seeds,
-                                     finetune_seeds=a.finetune_seeds or a.seeds, workers=a.workers, progress=a.progress))
+                                     finetune_seeds=a.finetune_seeds or a.seeds, workers=a.workers, progress=a.progress,
+                                     resume=a.resume))
     return 0
 
 def _experiment(a) -> int:
@@ -219,7 +223,7 @@ def _experiment(a) -> int:
         baselines=None if a.baselines is None and not a.no_shuffled else
         tuple(b for b in (a.baselines if a.baselines is not None else EXPERIMENT_PRESETS[a.preset]["baselines"]) if not (a.no_shuffled and b == "shuffled")),
         image_start=a.image_start if a.image_start is not None else "preset", data_seed=a.data_seed, workers=a.workers,
-        progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips))
+        progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips, resume=a.resume))
     return 0
 
 def _data(a) -> int:
@@ -247,29 +251,42 @@ def _predict(a) -> int:
         v = getattr(a, name)
         if v is not None and v < 1: raise ValueError(f"--{name.replace('_', '-')} {v}: must be at least 1")
     if a.threads < 0: raise ValueError(f"--threads {a.threads}: must be at least 0 (0: torch's default)")
-    if not Path(a.video).exists(): raise FileNotFoundError(f"{a.video}: no such video file")
-    if not Path(a.video).is_file(): raise ValueError(f"{a.video}: a folder, not a video file")
-    if a.run is not None:                                              # predict_video reads the run's model and clip format
-        weights = run_checkpoint(a.run, a.checkpoint or "best")
-        fell_back = (a.checkpoint or "best") == "best" and weights.parent.name != "best"
-        print(f"vivit-edu predict: weights {weights}" + (" (the run has no best/ checkpoint, which only validation writes)"
-              if fell_back else ""), file=sys.stderr, flush=True)
-        model, crop, a.checkpoint = a.run, a.image_size, str(weights)
-    else:
-        model = load_model(a.weights, num_classes=a.num_classes, model=a.model, preset=a.preset, variant=a.variant,
-                           frames=a.frames, image_size=a.image_size)
-        crop = a.image_size or (getattr(_model_config(model), "image_size", None) if a.size else None)  # --size: then crop
-    res = predict_video(a.video, model, checkpoint=a.checkpoint or "best", max_frames=a.max_frames,
-                        on_prediction=None if a.quiet else _print_prediction, frames=a.frames, size=a.size, crop=crop,
-                        class_names=read_class_names(a.classes), hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth,
-                        device=a.device, threads=a.threads or None, compile=a.compile, channels_last=a.channels_last, bf16=a.bf16)
-    if not res.predictions:                                            # nothing to show: say why, and fail
-        print(f"vivit-edu: warning: {a.video}: {res.stats.frames} frame(s) decode, fewer than one window ({res.window} frames): "
-              "no prediction", file=sys.stderr, flush=True)
-        return 1
-    name, p = res.top()
-    print(f"{a.video}: {name} {p:.3f} (mean probability over {len(res.predictions)} windows)", flush=True)
-    print(res.stats.summary(), flush=True); return 0
+    skipped = []
+    def skip(video, why):                                              # one warning per file that gives no prediction
+        skipped.append(video); print(f"vivit-edu: warning: skipped {video}: {why}", file=sys.stderr, flush=True)
+    def predictor() -> Predictor:                                      # built once, for the first video that exists
+        names = read_class_names(a.classes)
+        if a.run is not None:                                          # the run's model, class names and clip format
+            weights = run_checkpoint(a.run, a.checkpoint or "best")
+            fell_back = (a.checkpoint or "best") == "best" and weights.parent.name != "best"
+            print(f"vivit-edu predict: weights {weights}" + (" (the run has no best/ checkpoint, which only validation writes)"
+                  if fell_back else ""), file=sys.stderr, flush=True)
+            model, spec = load_run(a.run, str(weights))
+            given = {k: v for k, v in dict(frames=a.frames, size=a.size, crop=a.image_size, class_names=names).items() if v is not None}
+            clip = dict(frames=spec.frames, size=spec.size, crop=spec.crop, class_names=spec.classes) | given
+        else:
+            model = load_model(a.weights, num_classes=a.num_classes, model=a.model, preset=a.preset, variant=a.variant,
+                               frames=a.frames, image_size=a.image_size)
+            crop = a.image_size or (getattr(_model_config(model), "image_size", None) if a.size else None)  # --size: then crop
+            clip = dict(frames=a.frames, size=a.size, crop=crop, class_names=names)
+        return Predictor(model, **clip, hop=a.hop, stride=a.stride, topk=a.topk, smooth=a.smooth, device=a.device,
+                         threads=a.threads or None, compile=a.compile, channels_last=a.channels_last, bf16=a.bf16)
+    pred = None
+    for v in a.video:                                                  # in the order given, each on its own
+        if not Path(v).exists(): skip(v, "no such video file"); continue
+        if not Path(v).is_file(): skip(v, "a folder, not a video file"); continue
+        if pred is None: pred = predictor()
+        try: res = predict_video(v, pred, max_frames=a.max_frames, on_prediction=None if a.quiet else _print_prediction)
+        except VideoError as e: skip(v, str(e).removeprefix(f"{v}: ")); continue
+        if not res.predictions:                                        # nothing to show: say why, and fail
+            skip(v, f"{res.stats.frames} frame(s) decode, fewer than one window ({res.window} frames): no prediction"); continue
+        name, p = res.top()
+        print(f"{v}: {name} {p:.3f} (mean probability over {len(res.predictions)} windows)", flush=True)
+        print(res.stats.summary(), flush=True)
+    if len(a.video) > 1:
+        print(f"{len(a.video) - len(skipped)} of {len(a.video)} video(s) predicted, {len(skipped)} skipped"
+              + (" (named above)" if skipped else ""), flush=True)
+    return 1 if skipped else 0
 
 def _ddp_demo(a) -> int:
     ddp_demo(**{k: v for k, v in vars(a).items() if k != "command"}); return 0
@@ -297,8 +314,8 @@ def _main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     _usage_errors(p, a)
     try: return COMMANDS[a.command](a)
-    except (FileNotFoundError, FileExistsError, ValueError, FloatingPointError) as err:   # a bad file, folder or value, a
-        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2                       # diverged run: one line, status 2
+    except (OSError, ValueError, FloatingPointError) as err:   # a bad file, folder or value, a full disk, a diverged run:
+        print(f"vivit-edu: error: {err}", file=sys.stderr); return 2     # one line, status 2
     except KeyboardInterrupt as stop:                                 # Ctrl-C: where the run stands, not a traceback
         print(f"\nvivit-edu: {stop or 'interrupted'}", file=sys.stderr); return 130
     finally: cleanup_distributed()

@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #e69736d3
 from __future__ import annotations
-import os, random
+import os, pickle, random, re
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['check_shape', 'get_device', 'to_channels_last', 'seed_everything', 'count_parameters', 'parameter_table',
-           'format_count', 'cache_dir']
+           'format_count', 'cache_dir', 'load_torch_file', 'check_enough_loaded']
 
 # %% ../nbs/00_core.ipynb #35de1dca
 def check_shape(x: torch.Tensor | np.ndarray, # tensor or array to check
@@ -109,3 +109,29 @@ def cache_dir(*parts: str, # sub-folders below the cache root
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #243e2a4f
+def load_torch_file(path, # a .pt / .pth / .bin file written by `torch.save`
+                    *, mmap: bool = False, # map the file instead of reading it (cheap: e.g. to check a checkpoint)
+                   ):
+    "`torch.load` of tensors and plain values only (`weights_only=True`); a file that asks for anything else is refused, naming it."
+    try: return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        asked = re.search(r"GLOBAL (\S+)", str(e))
+        raise ValueError(f"{path}: refused: loading it would call {asked[1] if asked else 'Python code'}, but only tensors and "
+                         "plain values are accepted (a crafted file, or one another program pickled); it was not run") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError): raise FileNotFoundError(f"{path}: no such file") from None
+        why = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ValueError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {why})") from None
+
+def check_enough_loaded(loaded: int, # tensors taken from the file
+                        total: int, # tensors of the model (its state dict)
+                        where: str, # the file (or what the weights came from), for the message
+                        left=(), # keys left at their initialisation, a few of which the message names
+                       ):
+    "Refuse a load that filled under half of a model's tensors: the weights are for another model, or named otherwise."
+    if 2 * loaded < total:
+        few = ", ".join(list(left)[:8]) + (f" ... ({len(left)} in all)" if len(left) > 8 else "")
+        raise ValueError(f"{where}: only {loaded} of the model's {total} tensors match the file by name and shape: these "
+                         f"weights are for another model (or use other names); left at initialisation: {few}")

@@ -15,11 +15,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, TensorDataset
-from .core import get_device, count_parameters, format_count
+from .core import get_device, count_parameters, format_count, load_torch_file
 from .data.datasets import KINETICS_MEAN, KINETICS_STD, clip_datasets
 from .train import (TrainConfig, Trainer, History, EvalResult, make_loader, build_scheduler, metrics_from_logits,
                     predict, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
-                    _unwrap, _device_of, RunSpec, RUN_FILE, preset_input, _size, read_checkpoint_state)
+                    _unwrap, _device_of, RunSpec, RUN_FILE, preset_input, _size, read_checkpoint_state, check_writable)
 from .finetune import apply_case
 from .pretrained import init_from, init_from_image, image_model_options
 
@@ -341,9 +341,9 @@ def _check_resumable(out: Path):
         with safe_open(str(ck / CKPT_WEIGHTS), "pt") as f: f.keys()       # the header, without reading the tensors
     except Exception as e:
         raise ValueError(f"{ck / CKPT_WEIGHTS}: cannot resume, the weights do not load ({type(e).__name__}: {e}){hint}") from e
-    try: torch.load(ck / CKPT_STATE, map_location="cpu", weights_only=True, mmap=True)   # mapped, not read: cheap
+    try: load_torch_file(ck / CKPT_STATE, mmap=True)                 # mapped, not read: cheap; tensors and plain values only
     except Exception as e:
-        why = (str(e).strip() or "no message").splitlines()[0].split(". ")[0]      # torch's messages run on
+        why = (str(e).strip() or "no message").splitlines()[0].removeprefix(f"{ck / CKPT_STATE}: ").split(". ")[0]   # torch's run on
         raise ValueError(f"{ck / CKPT_STATE}: cannot resume, the training state does not load ({type(e).__name__}: {why}){hint}") from e
 
 def _check_out_dir(out: Path):
@@ -384,7 +384,7 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
     "Train a ViViT or a Non-local ResNet-50 on a folder of videos into a run folder (in one process, or as one rank under torchrun)."
     if threads is not None and threads < 1: raise ValueError(f"--threads {threads}: must be at least 1")
     out = Path(out_dir)
-    _check_out_dir(out)
+    _check_out_dir(out); check_writable(out, "--out-dir")              # before indexing a large folder, not after
     info = init_distributed(device=device)
     try:
         if threads: torch.set_num_threads(threads)

@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/experiments.html.md"""
 
 # %% ../nbs/12_experiments.ipynb #5bbe435b
 from __future__ import annotations
-import copy, csv, json, math, os, queue, statistics, sys, threading, time, warnings
+import copy, csv, json, math, os, queue, re, shutil, signal, statistics, sys, threading, time, warnings
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from .core import count_parameters, format_count, get_device
+from .core import count_parameters, format_count, get_device, load_torch_file
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd, embedded_frames, EmbeddedConfig, MOMENT_NAMES
 from .data.datasets import (UCF101, RLDD, video_transform, Compose, CenterCrop, Normalize, KINETICS_MEAN, KINETICS_STD)
-from .models.vivit import vivit, VIVIT_VARIANTS
+from .models.vivit import vivit, VIVIT_VARIANTS, ViViTConfig
 from .models.resnet_nl import nl_resnet50
-from .train import TrainConfig, Trainer, is_main_process
+from .train import TrainConfig, Trainer, is_main_process, check_writable
 from .distributed import DistributedTrainer, init_distributed, cleanup_distributed, barrier
 from .pretrained import vivit_from_image
 from .finetune import CASES, apply_case, grow_head, mix_with_rehearsal, finetune_report, collect_logits
@@ -31,10 +31,11 @@ __all__ = ['TINY_IMAGE_VIVIT', 'VIDEO_OPTIONS', 'EXPERIMENT_PRESETS', 'BASELINES
            'PAPER_TABLE2', 'PAPER_CITATION', 'PROTOCOL_TEXT', 'ExperimentConfig', 'ShuffleFrames', 'OneFrame',
            'SmallC3D', 'resolve_data', 'memory_for', 'ucf_splits', 'split_overlap', 'rldd_sets', 'sincos_positions',
            'image_vit', 'frames_to_tensor', 'image_frames', 'train_image_model', 'vivit_for', 'Job', 'table1_jobs',
-           'table2_jobs', 'EarlyStopping', 'run_job', 'Progress', 'summary_of', 'run_jobs', 'table1_from',
-           'table2_from', 'run_table1', 'run_table2', 'mean_ci', 'fmt_ci', 'compare', 'summarise_table1',
-           'summarise_table2', 'table1_notes', 'table2_notes', 'to_markdown', 'write_csv', 'plot_curves',
-           'plot_confusions', 'machine', 'write_report', 'save_demo_model', 'load_demo_model', 'run_experiments']
+           'table2_jobs', 'EarlyStopping', 'run_job', 'Progress', 'summary_of', 'job_folder', 'open_checkpoints',
+           'run_jobs', 'table1_from', 'table2_from', 'run_table1', 'run_table2', 'mean_ci', 'fmt_ci', 'compare',
+           'summarise_table1', 'summarise_table2', 'table1_notes', 'table2_notes', 'to_markdown', 'write_csv',
+           'plot_curves', 'plot_confusions', 'machine', 'write_report', 'save_demo_model', 'load_demo_model',
+           'run_experiments']
 
 # %% ../nbs/12_experiments.ipynb #2559d4b6
 # The demo's ViViT from scratch has the shape of the image model it otherwise starts from (a torchvision ViT: conv patch
@@ -110,6 +111,7 @@ class ExperimentConfig:
     image_frames: int | None = None # labelled frames for the image model (None: the preset's)
     out_dir: str | None = None # report folder; None: reports/<preset>
     progress: bool | None = None # a progress bar (None: when the output is a terminal); plain lines otherwise
+    resume: bool = False # go on with an interrupted run: finished runs are read from out_dir/checkpoints, the others resume there
 
     def __post_init__(self):
         if self.preset not in EXPERIMENT_PRESETS: raise ValueError(f"ExperimentConfig.preset={self.preset!r}: use one of {list(EXPERIMENT_PRESETS)}")
@@ -155,7 +157,7 @@ class ExperimentConfig:
                            num_workers=0 if self.workers > 1 else self.num_workers,   # runs in worker processes load their own clips
                            warmup_epochs=0 if w is not None else min(1, epochs - 1),
                            eval_every=eval_every or self.preset_value("eval_every"), max_train_batches=self.max_train_batches,
-                           progress=False, live_plot=False, out_dir=None, save_best=False,
+                           progress=False, live_plot=False, out_dir=None, save_best=False, write_curves=False,
                            clip_grad=self.preset_value("clip_grad"))
 
 # %% ../nbs/12_experiments.ipynb #2ca6fd78
@@ -380,6 +382,7 @@ class _Sets:
         self.classes, self.K = self.train.classes, len(self.train.classes)
         self.new_train, self.new_val = rldd_sets(cfg, self.rldd_root, new_label=self.K)
         self.frames = None                                                      # the image model's labelled frames, when it has any
+        self.checkpoints = None                                                 # folder of the runs' checkpoints (run_experiments)
     def view(self, name: str) -> tuple[UCF101, UCF101]:
         if name not in self._views: self._views[name] = ucf_splits(self.cfg, self.ucf_root, view=name)
         return self._views[name]
@@ -432,12 +435,13 @@ def run_job(job: Job, sets: _Sets, done: dict, *, report=None) -> dict:
     else: raise ValueError(f"unknown job kind {job.kind!r}")
     train_ds, val_ds = sets.view(job.view)
     tc = cfg.train_config(epochs=epochs, seed=job.seed, lr=lr, eval_every=1 if job.kind == "nonlocal" else None)
+    if sets.checkpoints: tc = replace(tc, out_dir=str(job_folder(sets.checkpoints, job)))   # its last epoch, for Ctrl-C and --resume
     tr = _trainer(cfg, model, train_ds, val_ds, tc, cbs + tick)
-    h = tr.fit()
+    h = tr.fit(resume=cfg.resume)
     out = dict(row=_row(job, model, h, tr, time.perf_counter() - t0), history=h.rows,
                confusion=tr.last_eval.confusion.tolist(), per_class=[round(100 * v, 2) for v in tr.last_eval.per_class.tolist()])
     if job.kind == "vivit" and job.view == "plain":                            # what Table 2 starts from and compares with
-        out["state"], out["vivit_config"] = {k: v.cpu() for k, v in model.state_dict().items()}, model.cfg
+        out["state"], out["vivit_config"] = {k: v.cpu() for k, v in model.state_dict().items()}, asdict(model.cfg)
         out["val_logits"] = collect_logits(model, _NoVideoId(val_ds), batch_size=64)[0]
     return out
 
@@ -453,15 +457,17 @@ def _finetune(job: Job, sets: _Sets, done: dict, *, report=None) -> dict:
     "One case of Table 2: grow the head by the new class, freeze what the case keeps, fine-tune on new + rehearsal clips."
     cfg, K = sets.cfg, sets.K
     start = done[job.needs[0]]
-    base = VIVIT_VARIANTS[start["vivit_config"].variant](start["vivit_config"]); base.load_state_dict(start["state"])
+    vc = ViViTConfig(**start["vivit_config"])
+    base = VIVIT_VARIANTS[vc.variant](vc); base.load_state_dict(start["state"])
     per_class = cfg.per_class or max(1, round(len(sets.train) / K))
     mixed = mix_with_rehearsal(sets.new_train, sets.train, new_label=K, per_class=per_class, new_count=None, seed=job.seed)
     torch.manual_seed(job.seed); model = grow_head(copy.deepcopy(base), 1)   # the new row's initial weights
     rep = apply_case(model, job.case)
     tc = cfg.train_config(epochs=cfg.finetune_epochs, seed=job.seed, lr=cfg.finetune_lr, warmup_steps=0)
+    if sets.checkpoints: tc = replace(tc, out_dir=str(job_folder(sets.checkpoints, job)))
     tick = [lambda tr, row: report(job.name, row["epoch"], tr.config.epochs)] if report else []
     t0 = time.perf_counter()
-    _trainer(cfg, model, mixed, None, tc, tick).fit()
+    _trainer(cfg, model, mixed, None, tc, tick).fit(resume=cfg.resume)
     wall = time.perf_counter() - t0
     val = ConcatDataset([_NoVideoId(sets.val), sets.new_val])                  # Table 1's validation clips + held-out drowsy clips
     after, labels = collect_logits(model, val, batch_size=64)
@@ -508,6 +514,7 @@ _QUEUE = None
 def _worker_init(q, threads: int):
     global _QUEUE
     _QUEUE = q; torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)                               # Ctrl-C is the parent's to handle: it stops the pool
 
 def _worker_run(job: Job, done: dict):
     report = lambda name, i, n: _QUEUE.put((name, i, n))
@@ -521,6 +528,32 @@ def summary_of(res: dict) -> str:
     r = res["row"]
     if "case" in r: return f"Drowsy {r['drowsy_acc']:.1f}%, old classes {r['old_acc_before']:.1f} -> {r['old_acc_after']:.1f}% ({r['time_s']:.0f} s)"
     return f"{r['val_video_acc']:.1f}% video accuracy after {r['epochs']} epochs ({r['wall_s']:.0f} s)"
+
+def job_folder(root: Path, job: Job) -> Path:
+    "Where a job keeps its last epoch and, once finished, its result: root/<job name as a folder name>."
+    return Path(root) / re.sub(r"[^A-Za-z0-9]+", "_", job.name).strip("_").lower()
+
+_NOT_THE_RUN = ("out_dir", "progress", "resume", "workers", "num_workers", "device")    # may change on --resume
+
+def open_checkpoints(cfg: ExperimentConfig) -> Path:
+    "out_dir/checkpoints for this run: refuse one an unfinished run left (unless resuming it), and a resume with other options."
+    root = Path(cfg.out_dir) / "checkpoints"
+    check_writable(root, "output folder")
+    want = {k: v for k, v in json.loads(json.dumps(asdict(cfg), default=str)).items() if k not in _NOT_THE_RUN}
+    saved = root / "experiment.json"
+    if cfg.resume and saved.is_file():
+        have = json.loads(saved.read_text())
+        diff = [f"{k} {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
+        if diff: raise ValueError(f"{saved}: the interrupted run had other options; --resume needs the same ones: " + ", ".join(diff))
+    elif not cfg.resume and root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(f"{root} holds the checkpoints of an unfinished run: pass --resume (with the same options) to go "
+                              "on with it, or delete that folder to start again")
+    root.mkdir(parents=True, exist_ok=True); saved.write_text(json.dumps(want, indent=1))
+    return root
+
+def _save_result(root: Path, job: Job, res: dict):
+    f = job_folder(root, job); f.mkdir(parents=True, exist_ok=True)
+    torch.save(res, f / "result.tmp"); os.replace(f / "result.tmp", f / "result.pt")      # whole, or not there
 
 def _critical_path(jobs: list[Job]) -> dict[str, float]:
     "Each job's cost plus the longest chain of jobs that wait for it: start the job that unblocks the most first."
@@ -536,12 +569,21 @@ def run_jobs(jobs: list[Job], sets: _Sets, *, done: dict | None = None, progress
     global _SETS
     cfg, done = sets.cfg, dict(done or {})
     progress = progress or Progress(jobs, bar=cfg.progress)
+    root = sets.checkpoints if is_main_process() else None
+    if root is not None and cfg.resume:                                        # runs finished before an interruption
+        for j in jobs:
+            f = job_folder(root, j) / "result.pt"
+            if j.name not in done and f.is_file():
+                done[j.name] = load_torch_file(f); progress.finished(j.name, "finished before: " + summary_of(done[j.name]))
     pending = [j for j in jobs if j.name not in done]
+    def finish(name, res):
+        done[name] = res
+        if root is not None: _save_result(root, next(j for j in jobs if j.name == name), res)
+        progress.finished(name, summary_of(res))
     if cfg.workers == 1:                                                       # in this process (a GPU, or torchrun's DDP)
         while pending:
             j = next(j for j in pending if all(d in done for d in j.needs)); pending.remove(j)
-            done[j.name] = run_job(j, sets, done, report=progress.update)
-            progress.finished(j.name, summary_of(done[j.name]))
+            finish(j.name, run_job(j, sets, done, report=progress.update))
         return done
     rank = _critical_path(jobs)
     import multiprocessing as mp
@@ -562,8 +604,7 @@ def run_jobs(jobs: list[Job], sets: _Sets, *, done: dict | None = None, progress
                 while True: progress.update(*q.get(timeout=0.25))
             except queue.Empty: pass
             for name in [n for n, r in running.items() if r.ready()]:
-                _, done[name] = running.pop(name).get()                        # re-raises a job's error here
-                progress.finished(name, summary_of(done[name]))
+                finish(*running.pop(name).get())                               # re-raises a job's error here
             submit()
             if not running and pending: raise RuntimeError(f"jobs wait for results that no job makes: {[j.name for j in pending]}")
     return done
@@ -849,6 +890,7 @@ def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
     try:
         ucf, rldd = resolve_data(cfg, rldd_too=True)    # both datasets checked before any training
         sets = _Sets(cfg, ucf, rldd)
+        if is_main_process(): sets.checkpoints = open_checkpoints(cfg)     # every run's last epoch, and finished runs' results
         jobs1, jobs2 = table1_jobs(cfg), table2_jobs(cfg)
         if cfg.image_start == "embedded": sets.frames = image_frames(cfg, workers=cfg.workers)
         phases["data"] = time.perf_counter() - t0
@@ -857,7 +899,12 @@ def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
             + f" in {phases['data']:.0f} s; {len(jobs1) + len(jobs2)} training runs, {cfg.workers} at a time")
         progress = Progress(jobs1 + jobs2, bar=cfg.progress if verbose and is_main_process() else False,
                             stream=sys.stdout if verbose and is_main_process() else open(os.devnull, "w"))
-        done = run_jobs(jobs1 + jobs2, sets, progress=progress)   # Table 2's runs start as soon as their ViViT is trained
+        try: done = run_jobs(jobs1 + jobs2, sets, progress=progress)   # Table 2's runs start as soon as their ViViT is trained
+        except KeyboardInterrupt:
+            progress.close()
+            n = sum(f >= 1 for f in progress.frac.values())
+            raise KeyboardInterrupt(f"interrupted: {n} of {len(progress.frac)} training runs finished, kept in {sets.checkpoints} with the "
+                                    "last epoch of the others; go on with the same command and --resume") from None
         progress.close()
         phases["training (Tables 1 and 2)"] = time.perf_counter() - t0 - sum(phases.values())
         t1, t2 = table1_from(cfg, done, sets), table2_from(cfg, done, sets)
@@ -866,6 +913,7 @@ def run_experiments(cfg: ExperimentConfig, *, verbose: bool = True) -> dict:
     out = Path(cfg.out_dir)
     if not is_main_process(): return dict(table1=t1, table2=t2, out_dir=out)
     save_demo_model(cfg, t1, sets)
+    if sets.checkpoints is not None: shutil.rmtree(sets.checkpoints, ignore_errors=True)   # the report holds the results
     phases["total"] = time.perf_counter() - t0
     write_report(cfg, t1, t2, phases=phases)
     say(f"\nTable 1 ({cfg.protocol} protocol)\n" + to_markdown(summarise_table1(t1["rows"])) + "\n".join(table1_notes(t1["rows"])))

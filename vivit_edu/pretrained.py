@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from .core import count_parameters
+from .core import count_parameters, load_torch_file
 from .models.vivit import ViViTBase, ViViTConfig, VIVIT_VARIANTS, vivit_config
 from .layers.embedding import interpolate_pos_embed
 from .train import RunSpec, RUN_FILE, read_weights, find_checkpoint
@@ -121,7 +121,7 @@ def _read_file(path: Path) -> tuple[dict, dict]:
             return load_file(str(path)), config
         if path.suffix == ".npz":
             with np.load(path) as z: return {k: torch.from_numpy(np.asarray(z[k], dtype=np.float32)) for k in z.files}, config
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = load_torch_file(path)                      # tensors and plain values only: a crafted file is refused
     except Exception as e: raise ValueError(f"{path}: can't read weights ({type(e).__name__}: {e})") from None
     for key in ("model", "state_dict", "model_state"):    # training checkpoints that wrap the state dict
         if isinstance(sd, dict) and isinstance(sd.get(key), dict): sd = sd[key]
@@ -371,8 +371,7 @@ def init_from_image(model: nn.Module, # freshly built for `spec` (changed in pla
         new = sorted({k.split(".")[0] for k in rep["new"]})
     else:
         from vivit_edu.models.resnet_nl import load_resnet2d
-        left = load_resnet2d(model, _resnet_state_dict(path))
-        if "conv1.weight" in left: raise ValueError(f"{path}: its ResNet weights do not fit this model (conv1 differs)")
+        left = load_resnet2d(model, _resnet_state_dict(path), reinit_head=True, source=str(path))   # an image classifier's head never fits
         n = sum(v.numel() for k, v in model.named_parameters() if k not in left)     # parameters, not BN statistics
         new = sorted({k.split(".")[0] if k.startswith("fc.") else ".".join(k.split(".")[:2]) for k in left
                       if not k.endswith("num_batches_tracked")})

@@ -6,7 +6,8 @@ Docs: https://vivit-edu.github.io/vivit_edu/train.html.md"""
 
 # %% ../nbs/10_train.ipynb #15a3518c
 from __future__ import annotations
-import csv, json, math, os, random, shutil, time, warnings
+import csv, errno, hashlib, json, math, os, random, shutil, signal, tempfile, threading, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -17,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import check_shape, get_device, seed_everything, count_parameters
+from .core import check_shape, get_device, seed_everything, count_parameters, load_torch_file, check_enough_loaded
 from .data.datasets import normalize_clips, video_transform, KINETICS_MEAN, KINETICS_STD
 
 # %% auto #0
@@ -25,9 +26,10 @@ __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'SCHEDULE_KEYS', 'CKPT_WEIGHT
            'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps',
            'build_scheduler', 'resolve_amp', 'autocast', 'unpack_batch', 'train_one_epoch', 'EvalResult',
            'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader', 'evaluate', 'predict',
-           'save_weights', 'read_weights', 'load_weights', 'rng_state', 'set_rng_state', 'write_checkpoint',
-           'find_checkpoint', 'read_checkpoint_state', 'preset_input', 'RunSpec', 'run_checkpoint', 'load_run',
-           'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit', 'plot_confusion']
+           'save_weights', 'read_weights', 'head_keys', 'load_weights', 'rng_state', 'set_rng_state', 'hold_ctrl_c',
+           'write_checkpoint', 'check_writable', 'find_checkpoint', 'read_checkpoint_state', 'preset_input', 'RunSpec',
+           'run_checkpoint', 'load_run', 'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit', 'plot_confusion',
+           'RunCheckpoints']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -70,6 +72,7 @@ class TrainConfig:
     save_best: bool = True # also keep a `best` checkpoint, by validation top-1
     progress: bool = True # tqdm progress bars and one line per epoch
     live_plot: bool | None = None # redraw the curves each epoch; None: only inside a Jupyter notebook
+    write_curves: bool = True # with an out_dir, rewrite curves.png after every epoch (history.csv is always written)
 
     def __post_init__(self):
         def bad(name, why): raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
@@ -195,10 +198,11 @@ def train_one_epoch(model: nn.Module, # model in training mode (possibly compile
                     *, device: torch.device, amp_dtype: torch.dtype | None = None,
                     scaler: torch.amp.GradScaler | None = None, n_batches: int | None = None, # batches in this epoch
                    ) -> dict:
-    "Train for one pass over `batches`; return train_loss, train_acc, steps and epoch_time (wall seconds)."
+    "Train for one pass over `batches`; return train_loss, train_acc, steps, epoch_time (wall seconds), first_nonfinite (batch, or -1)."
     n = n_batches if n_batches is not None else len(batches)
     accum, t0 = config.grad_accum, time.perf_counter()
     tot_loss, tot_correct, seen, steps = torch.zeros((), device=device), torch.zeros((), device=device), 0, 0
+    first_bad = torch.full((), -1, device=device)                                # first batch with a nan/inf loss (no sync)
     model.train(); optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(batches):
         if i >= n: break
@@ -218,12 +222,13 @@ def train_one_epoch(model: nn.Module, # model in training mode (possibly compile
             optimizer.zero_grad(set_to_none=True); scheduler.step(); steps += 1
         pred = logits.detach().argmax(-1)
         tot_loss += loss.detach() * len(y); seen += len(y)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
         tot_correct += lam * (pred == ya).sum() + (1 - lam) * (pred == yb).sum()
         if not getattr(batches, "disable", True) and i % 10 == 0: batches.set_postfix(loss=f"{loss.item():.3f}")
     if device.type == "cuda": torch.cuda.synchronize(device)
     if seen == 0: raise ValueError("the training set gave no batches (empty dataset, or drop_last with fewer items than batch_size)")
     return dict(train_loss=tot_loss.item() / seen, train_acc=tot_correct.item() / seen, steps=steps,
-                epoch_time=time.perf_counter() - t0)
+                epoch_time=time.perf_counter() - t0, first_nonfinite=int(first_bad))
 
 # %% ../nbs/10_train.ipynb #39382e2b
 @dataclass
@@ -426,23 +431,40 @@ def read_weights(path: str | Path, # a .safetensors file, or a checkpoint folder
                                          "or was saved by a run whose training diverged")
     return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}, path
 
+def head_keys(model: nn.Module) -> list[str]:
+    "State-dict keys of a model's classifier, the last Linear at `head.fc`, `fc` or `head` ([] if it has none)."
+    model = _unwrap(model)
+    for name in ("head.fc", "fc", "head"):
+        try: m = model.get_submodule(name)
+        except AttributeError: continue
+        if isinstance(m, nn.Linear): return [f"{name}.weight"] + ([f"{name}.bias"] if m.bias is not None else [])
+    return []
+
+def _few(xs): return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
+
 def load_weights(model: nn.Module, # model to load into (compile/DDP wrappers are unwrapped)
                  path: str | Path, # a .safetensors file, or a checkpoint folder containing model.safetensors
-                 strict: bool = True, # every key must match; False loads the matching keys (shapes must still agree)
+                 strict: bool = True, # every key must match; False loads the matching keys (at least half the model's)
+                 reinit_head: bool = False, # keep the model's own new classifier (`head_keys`): weights for other classes
                 ) -> nn.Module:
     "Load safetensors weights into `model`; fail naming the file and the missing, unexpected or mis-shaped keys."
     sd, path = read_weights(path)
-    target = _unwrap(model).state_dict()
-    missing = [k for k in target if k not in sd]
+    target, head = _unwrap(model).state_dict(), (head_keys(model) if reinit_head else [])
+    if reinit_head and not head: raise ValueError(f"reinit_head=True: {type(_unwrap(model)).__name__} has no classifier Linear at head.fc, fc or head")
+    sd = {k: v for k, v in sd.items() if k not in head}
+    missing = [k for k in target if k not in sd and k not in head]
     unexpected = [k for k in sd if k not in target]
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(target[k].shape)}"
               for k in sd if k in target and sd[k].shape != target[k].shape]
-    def few(xs): return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
-    problems = ([f"missing keys: {few(missing)}"] if missing and strict else []) + \
-               ([f"unexpected keys: {few(unexpected)}"] if unexpected and strict else []) + \
-               ([f"shape mismatch: {few(shapes)}"] if shapes else [])
+    fix = "; to train the model on other classes, pass reinit_head=True (its classifier starts new)"
+    problems = ([f"missing keys: {_few(missing)}"] if missing and strict else []) + \
+               ([f"unexpected keys: {_few(unexpected)}"] if unexpected and strict else []) + \
+               ([f"shape mismatch: {_few(shapes)}" + (fix if any(s.split(":")[0] in head_keys(model) for s in shapes) else "")]
+                if shapes else [])
     if problems: raise ValueError(f"{path}: weights do not fit {type(_unwrap(model)).__name__}: " + "; ".join(problems))
-    _unwrap(model).load_state_dict({k: v for k, v in sd.items() if k in target}, strict=strict)
+    take = {k: v for k, v in sd.items() if k in target}
+    check_enough_loaded(len(take), len(target), str(path), missing)
+    _unwrap(model).load_state_dict(take, strict=False)
     return model
 
 # %% ../nbs/10_train.ipynb #de24d212
@@ -464,22 +486,64 @@ def set_rng_state(state: dict):
     if state["cuda"] and torch.cuda.is_available():      # the GPUs both machines have (a run may resume on fewer GPUs)
         for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]): torch.cuda.set_rng_state(s, i)
 
+@contextmanager
+def hold_ctrl_c():
+    "Hold Ctrl-C (SIGINT) until the block ends, then deliver it: what the block writes is never cut in half by it."
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread gets signals
+    got, before = [], signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try: yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if got and callable(before): before(signal.SIGINT, None)     # Python's default handler raises KeyboardInterrupt
+        elif got and before == signal.SIG_DFL: signal.raise_signal(signal.SIGINT)
+
+def _write_failed(folder: Path, e: Exception) -> OSError:
+    "A one-sentence error for a checkpoint that could not be written: why, the free space, and what is left."
+    why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).strip() or type(e).__name__).splitlines()[0]
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in str(e): why = "the disk is full: " + why
+    try: free = f"; {shutil.disk_usage(folder.parent).free / 2**20:,.1f} MB free there"
+    except OSError: free = ""
+    kept = (f"the previous checkpoint {find_checkpoint(folder)} is untouched and loads" if find_checkpoint(folder)
+            else "there was no earlier checkpoint")
+    err = OSError(f"{folder}: the checkpoint could not be written ({why}){free}; {kept}")
+    err.errno = getattr(e, "errno", None)
+    return err
+
 def write_checkpoint(folder: str | Path, # e.g. out_dir/"last"; replaced atomically
                      model: nn.Module, # weights go to model.safetensors
                      state: dict, # everything else; goes to state.pt
                      metadata: dict | None = None, # strings for the safetensors header
                     ) -> Path:
-    "Write `folder/model.safetensors` and `folder/state.pt` so that a crash never leaves a half-written checkpoint."
+    "Write `folder/model.safetensors` and `folder/state.pt` so that a crash, a full disk or Ctrl-C never leaves a half-written checkpoint."
     folder = Path(folder)
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    save_weights(model, tmp / CKPT_WEIGHTS, metadata)
-    torch.save(state, tmp / CKPT_STATE); _fsync(tmp / CKPT_STATE); _fsync(tmp)
-    if folder.exists():
+    with hold_ctrl_c():                                # Ctrl-C now waits until the checkpoint is complete
+        try:
+            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+            save_weights(model, tmp / CKPT_WEIGHTS, metadata)
+            torch.save(state, tmp / CKPT_STATE); _fsync(tmp / CKPT_STATE); _fsync(tmp)
+        except Exception as e:                         # a full disk, a folder made read-only, an I/O error
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise _write_failed(folder, e) from e
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)                    # from here until the next rename, `old` is the checkpoint
+        os.replace(tmp, folder); _fsync(folder.parent)
         shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)                        # from here until the next rename, `old` is the checkpoint
-    os.replace(tmp, folder); _fsync(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+def check_writable(folder: str | Path, # a folder to write into later (it need not exist yet)
+                   what: str = "output folder", # how to call it in the message
+                  ) -> Path:
+    "Fail now, with one sentence, if files cannot be created in `folder` (or where it would be created); write nothing."
+    folder = Path(folder)
+    have = next(p for p in (folder, *folder.parents) if p.exists())         # the part of the path already there
+    if not have.is_dir(): raise NotADirectoryError(f"{what} {folder}: {have} is a file, not a folder")
+    try: tempfile.TemporaryFile(dir=have).close()                          # created and gone: nothing is left behind
+    except OSError as e:
+        raise PermissionError(f"{what} {folder}: cannot write in {have} ({e.strerror or e}); nothing was trained: "
+                              "choose another folder, or make this one writable") from None
     return folder
 
 def find_checkpoint(folder: str | Path, # a checkpoint folder such as out_dir/"last"
@@ -494,7 +558,7 @@ def read_checkpoint_state(folder: str | Path) -> dict:
     "Load `state.pt` of a checkpoint folder (safely: tensors and plain Python values only)."
     found = find_checkpoint(folder)
     if found is None: raise FileNotFoundError(f"{folder}: no complete checkpoint ({CKPT_WEIGHTS} and {CKPT_STATE}) there")
-    return torch.load(found / CKPT_STATE, map_location="cpu", weights_only=True)
+    return load_torch_file(found / CKPT_STATE)        # tensors and plain values only: a crafted file is refused
 
 # %% ../nbs/10_train.ipynb #3a88b938
 RUN_FILE = "run.json"
@@ -700,6 +764,8 @@ class LivePlot:
         plt.close(fig)
 
 # %% ../nbs/10_train.ipynb #317c2bbd
+_RUNS = []   # the `RunCheckpoints` blocks (below) we are in, innermost last
+
 class Trainer:
     "Train any `(B, C, T, H, W) -> (B, K)` model on any clip dataset, on CPU or GPU, with exactly resumable checkpoints."
     def __init__(self, model: nn.Module, # the model to train (moved to the configured device)
@@ -728,6 +794,8 @@ class Trainer:
         self.history, self.epoch, self.step, self.best_acc, self.last_eval = History(), 0, 0, -math.inf, None
         self.should_stop = False  # a callback sets it to end `fit` after the current epoch (e.g. early stopping)
         self.out_dir = Path(c.out_dir) if c.out_dir else None
+        self.runs, self.resumed, self._bad_batch = (_RUNS[-1] if _RUNS and self.out_dir is None else None), False, None
+        if self.runs is not None: self.runs.claim(self)                  # a run folder of its own, inside `RunCheckpoints`
         self.live = LivePlot() if (c.live_plot if c.live_plot is not None else in_notebook()) and is_main_process() else None
 
     def state_dict(self) -> dict:
@@ -735,7 +803,7 @@ class Trainer:
         return dict(format=1, epoch=self.epoch, step=self.step, best_acc=self.best_acc,
                     optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
                     scaler=self.scaler.state_dict(), rng=rng_state(), history=self.history.rows,
-                    config=asdict(self.config))
+                    config=asdict(self.config), run_key=getattr(self, "run_key", None))
 
     def save_checkpoint(self, name: str = "last") -> Path | None:
         "Write `out_dir/name` (main process only); None when there is no `out_dir`."
@@ -746,12 +814,15 @@ class Trainer:
     def load_checkpoint(self, folder: str | Path):
         "Restore weights and training state from a checkpoint folder written by `save_checkpoint`."
         state = read_checkpoint_state(folder)
+        if self.runs is not None and state.get("run_key") != self.run_key:
+            raise ValueError(f"{folder}: this checkpoint belongs to another training run (other model, data or settings): "
+                             f"resuming needs the same command as before; delete {self.runs.root} to start again")
         load_weights(self.model, find_checkpoint(folder))
         self.optimizer.load_state_dict(state["optimizer"]); self.scheduler.load_state_dict(state["scheduler"])
         # the scaler's state is kept only while fp16 scales the loss: a run resumed in another AMP mode starts it afresh
         if state["scaler"] and self.scaler.is_enabled(): self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.best_acc = state["epoch"], state["step"], state["best_acc"]
-        self.history = History(state["history"])
+        self.history, self.resumed = History(state["history"]), True
         set_rng_state(state["rng"])
         changed = {k: (v, getattr(self.config, k)) for k, v in state["config"].items()
                    if k not in ("progress", "live_plot", "num_workers", "device", "out_dir", "eval_batch_size")
@@ -777,6 +848,7 @@ class Trainer:
                         max_batches=c.max_val_batches, progress=c.progress, uint8_norm=c.uint8_norm)
 
     def _resume_folder(self, resume) -> Path | None:
+        if (resume is False or resume is None) and self.runs is not None and self.runs.resume: resume = True
         if resume is False or resume is None: return None
         if resume is True:
             if self.out_dir is None: raise ValueError("resume=True needs TrainConfig.out_dir (where `last/` is)")
@@ -796,7 +868,10 @@ class Trainer:
         bad = [k for k in ("train_loss",) + (("val_loss",) if validated else ()) if not math.isfinite(row[k])]
         if not bad: return
         kept = f"; {self.out_dir / 'last'} still holds epoch {self.epoch - 1}" if self.out_dir and self.epoch > 1 else ""
-        raise FloatingPointError(f"epoch {self.epoch} (optimiser step {self.step}): {', '.join(f'{k} {row[k]}' for k in bad)}: "
+        where = f"optimiser step {self.step}"
+        if self._bad_batch is not None:                      # (batch of the epoch, the optimiser step it belongs to)
+            where = f"optimiser step {self._bad_batch[1]}, batch {self._bad_batch[0] + 1} of {self.batches_per_epoch}: the first nan/inf loss"
+        raise FloatingPointError(f"epoch {self.epoch} ({where}): {', '.join(f'{k} {row[k]}' for k in bad)}: "
                                  f"training diverged, or the data holds nan/inf values; stopped before saving{kept} "
                                  "(a lower learning rate, or gradient clipping, may help)")
 
@@ -805,10 +880,14 @@ class Trainer:
            ) -> History:
         "Train until `config.epochs` (or `stop_after`) epochs are done; return the history."
         c = self.config
+        if self.out_dir is not None and is_main_process(): check_writable(self.out_dir, "TrainConfig.out_dir")   # before any work
         folder = self._resume_folder(resume)
         if folder is not None: self.load_checkpoint(folder)
         if self.out_dir is not None and is_main_process(): self.out_dir.mkdir(parents=True, exist_ok=True)
         end = c.epochs if stop_after is None else min(c.epochs, stop_after)
+        if self.runs is not None: self.runs.current = self
+        if self.resumed and self.epoch >= end and self.val_loader is not None and self.last_eval is None:
+            self.last_eval = self.validate()                 # a finished run resumed: its metrics, as `fit` would have left them
         while self.epoch < end:
             self.train_loader.sampler.set_epoch(self.epoch)
             bar = tqdm(self.train_loader, total=self.batches_per_epoch, desc=f"epoch {self.epoch + 1}/{c.epochs}",
@@ -817,7 +896,9 @@ class Trainer:
                                   amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
                                   n_batches=self.batches_per_epoch)
             bar.close()
-            self.epoch += 1; self.step += row.pop("steps")
+            bad, steps = row.pop("first_nonfinite"), row.pop("steps")
+            self._bad_batch = None if bad < 0 else (bad, self.step + bad // c.grad_accum + 1)
+            self.epoch += 1; self.step += steps
             row.update(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0])
             if self.val_loader is not None and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
                 t0 = time.perf_counter()
@@ -833,7 +914,8 @@ class Trainer:
             self.save_checkpoint("last")
             if improved and c.save_best: self.save_checkpoint("best")
             if self.out_dir is not None and is_main_process():
-                self.history.to_csv(self.out_dir / "history.csv"); self.history.save_png(self.out_dir / "curves.png")
+                self.history.to_csv(self.out_dir / "history.csv")
+                if c.write_curves: self.history.save_png(self.out_dir / "curves.png")
             self._log(self.history.rows[-1])
             if self.live is not None: self.live.update(self.history)
             if self.should_stop: break
@@ -872,3 +954,32 @@ def plot_confusion(confusion: torch.Tensor, # (K, K) counts, rows = true class
             for j in range(K): ax.text(j, i, f"{m[i, j]:.2f}" if normalize else int(m[i, j]), ha="center", va="center",
                                        fontsize=6, color="white" if m[i, j] > 0.6 * m.max() else "black")
     return ax
+
+# %% ../nbs/10_train.ipynb #f4f651fb
+class RunCheckpoints:
+    "Inside `with RunCheckpoints(root):` each `Trainer` made without an `out_dir` gets root/runNN, in order, and resumes from it when `resume`."
+    def __init__(self, root, # folder that gets one run folder per trainer
+                 resume: bool = False): # continue each run from its folder (finished runs are loaded, not trained again)
+        self.root, self.resume, self.count, self.current = Path(root), resume, 0, None
+    def __enter__(self): _RUNS.append(self); return self
+    def __exit__(self, *exc): _RUNS.remove(self)
+    def claim(self, trainer: Trainer) -> Path:
+        "Give `trainer` the next run folder and a key that only the same run (model, data, settings) has."
+        self.count += 1
+        c = trainer.config = replace(trainer.config, save_best=False)    # last/ is all a resume needs
+        keep = {k: v for k, v in asdict(c).items()
+                if k not in ("progress", "live_plot", "num_workers", "device", "out_dir", "eval_batch_size", "pin_memory")}
+        what = [type(_unwrap(trainer.model)).__name__, count_parameters(trainer.model), count_parameters(trainer.model, True),
+                len(trainer.train_ds), len(trainer.val_ds) if trainer.val_ds is not None else 0, keep]
+        trainer.run_key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        trainer.out_dir = self.root / f"run{self.count:02d}"
+        return trainer.out_dir
+    def status(self) -> str:
+        "Where the runs stand, for a message after an interruption."
+        t = self.current
+        if t is None: return "no training run had started, so nothing was saved"
+        ck = find_checkpoint(t.out_dir / "last")
+        done = read_checkpoint_state(ck)["epoch"] if ck else 0
+        return (f"training run {self.count} was in epoch {min(t.epoch + 1, t.config.epochs)} of {t.config.epochs}; " +
+                (f"{t.out_dir / 'last'} holds epoch {done}" if done else "no epoch of it had finished") +
+                (f", and {self.root} holds the {self.count - 1} run(s) before it" if self.count > 1 else ""))

@@ -19,13 +19,13 @@ from ..core import cache_dir
 from .video import read_video, probe_video, VideoError, VideoInfo
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES', 'RLDD_TASKS', 'RLDD_FOLD',
-           'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize', 'CenterCrop',
-           'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose', 'video_transform',
-           'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord', 'VideoClips',
-           'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD', 'VideoFolder',
-           'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder', 'data_layout', 'check_video',
-           'DataCheck', 'check_data']
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'MEMORY_CACHE_MB', 'UCF_NAME', 'VIDEO_EXTENSIONS', 'RLDD_FILE', 'RLDD_NAMES',
+           'RLDD_TASKS', 'RLDD_FOLD', 'UniformSampler', 'ConsecutiveSampler', 'windows', 'ToFloat', 'ToUint8', 'Resize',
+           'CenterCrop', 'RandomCrop', 'RandomHorizontalFlip', 'Normalize', 'normalize_clips', 'Compose',
+           'video_transform', 'BadVideoWarning', 'index_videos', 'default_index_cache', 'report_skipped', 'VideoRecord',
+           'VideoClips', 'average_by_video', 'read_class_index', 'read_split_list', 'UCF101', 'find_rldd', 'RLDD',
+           'VideoFolder', 'split_videos', 'is_ucf101_root', 'clip_datasets', 'make_example_folder', 'data_layout',
+           'check_video', 'DataCheck', 'check_data']
 
 # %% ../../nbs/03_data.datasets.ipynb #d9fa1f4c
 class UniformSampler:
@@ -220,6 +220,16 @@ class VideoRecord:
     video_id: str     # unique name (the path relative to the dataset root)
     group: str = ""   # actor group (UCF101) or subject (UTA-RLDD): what a fair split keeps on one side
 
+MEMORY_CACHE_MB = float(os.environ.get("VIVIT_EDU_MEMORY_CACHE_MB", 4096))   # the most decoded video a `memory_cache` holds
+
+def _room_in_cache(cache:dict, path:str, num_frames:int) -> bool:
+    "Does the whole decoded video (frames x H x W x 3 bytes, from its header) fit in what the cache has left of MEMORY_CACHE_MB?"
+    import av
+    try:
+        with av.open(path) as c: cc = c.streams.video[0].codec_context; need = num_frames * cc.width * cc.height * 3
+    except Exception: return False                                         # the read itself will say what is wrong
+    return sum(getattr(v, "nbytes", 0) for v in cache.values()) + need <= MEMORY_CACHE_MB * 2**20
+
 class VideoClips(Dataset):
     "Clips from indexed videos: sample frame indices, decode just those, transform to float (C, T, H, W)."
     def __init__(self, records:list[VideoRecord], classes:list[str], *,
@@ -227,7 +237,7 @@ class VideoClips(Dataset):
                  transform=None, # uint8 (T, H, W, C) -> float (C, T, H, W); default: ToFloat + Normalize
                  clips_per_video:int=1, # K clips per video (evaluation: average their scores per video)
                  return_video_id:bool=False, # items are (clip, label, video index) instead of (clip, label)
-                 memory_cache:bool|dict=False): # keep decoded videos in RAM (True, or a dict shared between datasets): small datasets only
+                 memory_cache:bool|dict=False): # keep decoded videos in RAM (True, or a dict shared between datasets), up to MEMORY_CACHE_MB
         self.classes, self.sampler = list(classes), sampler or UniformSampler(16)
         self.memory = {} if memory_cache is True else (memory_cache if isinstance(memory_cache, dict) else None)
         self.transform = transform or video_transform(train=False)
@@ -252,7 +262,7 @@ class VideoClips(Dataset):
         for attempt in range(min(len(self), 10)):
             v, idx = self.frame_indices((i + attempt * self.clips_per_video) % len(self), rng)
             rec = self.records[v]
-            try: frames = self._read(rec.path, idx)
+            try: frames = self._read(rec.path, idx, rec.num_frames)
             except Exception as e:                                          # changed since indexing: report, use the next video
                 if rec.path not in self._failed:
                     self._failed.add(rec.path)
@@ -262,10 +272,12 @@ class VideoClips(Dataset):
             x = self.transform(frames)                                     # (C, T, H, W)
             return (x, rec.label, v) if self.return_video_id else (x, rec.label)
         raise RuntimeError(f"{type(self).__name__}: {attempt + 1} videos in a row failed to decode, last {rec.path}")
-    def _read(self, path:str, idx:np.ndarray) -> np.ndarray: # uint8 (T, H, W, C)
-        "Decode frames `idx` of `path`, or take them from the in-memory copy of the whole video."
+    def _read(self, path:str, idx:np.ndarray, num_frames:int=0) -> np.ndarray: # uint8 (T, H, W, C)
+        "Decode frames `idx` of `path`, or take them from the in-memory copy of the whole video (while the cache has room)."
         if self.memory is None: return read_video(path, idx)
-        if path not in self.memory: self.memory[path] = read_video(path)    # (n, H, W, C), decoded once
+        if path not in self.memory:
+            if not _room_in_cache(self.memory, path, num_frames): return read_video(path, idx)   # full: just the clip
+            self.memory[path] = read_video(path)                            # (n, H, W, C), decoded once
         return self.memory[path][idx]
     def __repr__(self):
         return (f"{type(self).__name__}({len(self.records)} videos, {len(self.classes)} classes, {len(self)} clips, "
@@ -280,24 +292,42 @@ def average_by_video(scores:torch.Tensor, # (N, K) per-clip scores (logits or pr
     return out / torch.bincount(inv, minlength=len(vids)).unsqueeze(1).to(scores.dtype), vids
 
 # %% ../../nbs/03_data.datasets.ipynb #56ba87a8
-UCF_NAME = re.compile(r"^v_(?P<cls>.+?)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+$", re.I)
+UCF_NAME = re.compile(r"^v_(?P<cls>.+?)_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+\Z", re.I)   # \Z, not $: "x.avi\n" is no name
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+def _text_lines(path) -> list[str]:
+    "The lines of a small text file (UTF-8, a BOM and Windows line ends allowed); ValueError naming the file otherwise."
+    try: data = Path(path).read_bytes()
+    except IsADirectoryError: raise ValueError(f"{path}: a folder, not a text file") from None
+    try: return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e: raise ValueError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
 
 def read_class_index(path) -> list[str]:
     "Class names from UCF101's classInd.txt (lines 'index name', indices 1..K in order)."
     names = []
-    for k, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for k, line in enumerate(_text_lines(path), 1):
         if not line.strip(): continue
         parts = line.split()
-        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
+        if (len(parts) != 2 or not (parts[0].isascii() and parts[0].isdigit()) or int(parts[0]) != len(names) + 1
+                or not parts[1].isprintable()):
             raise ValueError(f"{path}, line {k}: expected '{len(names) + 1} ClassName', got {line.strip()!r}")
         names.append(parts[1])
     if not names: raise ValueError(f"{path}: no classes")
     return names
 
 def read_split_list(path) -> list[str]:
-    "Relative video paths from a trainlistNN.txt / testlistNN.txt (the label column, if any, is dropped)."
-    return [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
+    "Relative video paths 'Class/video.avi' from a trainlistNN.txt / testlistNN.txt (the label column, if any, is dropped)."
+    out = []
+    for k, line in enumerate(_text_lines(path), 1):
+        if not line.strip(): continue
+        parts = line.split()
+        rel = parts[0].replace("\\", "/")                       # lists written on Windows
+        cls, _, name = rel.partition("/")
+        if (len(parts) > 2 or not cls or not name or "/" in name or not rel.isprintable()
+                or Path(name).suffix.lower() not in VIDEO_EXTENSIONS or (len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit()))):
+            raise ValueError(f"{path}, line {k}: expected 'ClassFolder/video.avi' and an optional class number, got {line.strip()!r}")
+        out.append(rel)
+    return out
 
 def _find_files(folder:Path) -> dict[str, Path]:
     "Video files under `folder` by lower-case relative path (class folder / file), for case-blind lookup."
@@ -378,7 +408,7 @@ class UCF101(VideoClips):
         return default_index_cache(root) if index_cache is True else (Path(index_cache) if index_cache else None)
 
 # %% ../../nbs/03_data.datasets.ipynb #63eda0e5
-RLDD_FILE = re.compile(r"^(0|5|10)\.(mov|mp4|m4v|avi|mkv)$", re.I)
+RLDD_FILE = re.compile(r"^(0|5|10)\.(mov|mp4|m4v|avi|mkv)\Z", re.I)     # \Z: "5.mov\n" is not a recording
 RLDD_NAMES = {0: "Alert", 5: "LowVigilant", 10: "Drowsy"}
 RLDD_TASKS = {"3class": {0: 0, 5: 1, 10: 2}, "drowsy": {10: 0}}
 
@@ -557,9 +587,9 @@ def make_example_folder(root, # folder to create (class sub-folders are written 
                         seed: int = 0,
                        ) -> Path:
     "A small clip folder (root/<class>/<video>.avi) drawn by the embedded dataset's generator; every video has its own scene."
-    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip
+    from vivit_edu.data.synthetic import EmbeddedConfig, embedded_clip, ACTIONS
     from vivit_edu.data.video import write_video
-    root, cfg = Path(root), EmbeddedConfig(seed=seed)
+    root, cfg = Path(root), EmbeddedConfig(seed=seed, classes=tuple(sorted(ACTIONS)))    # every action, rotations included
     for action in classes:
         if action not in cfg.classes: raise ValueError(f"unknown action {action!r}: use some of {list(cfg.classes)}")
         for i in range(videos_per_class):

@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/data.video.html.md"""
 
 # %% ../../nbs/01_data.video.ipynb #ab8b2cfa
 from __future__ import annotations
-import os, queue, sys, threading
+import itertools, os, queue, sys, threading
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,7 +45,7 @@ def _open(path):
 _SUFFIX_CODEC = {".avi": "mpeg4", ".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264"}
 
 def write_video(path, # output file; its suffix picks container and default codec
-                frames, # uint8 (T, H, W, C) RGB frames
+                frames, # uint8 (T, H, W, C) RGB frames, or an iterable of (H, W, C) frames (written as they come: long videos, little RAM)
                 fps=25, # frames per second
                 codec:str|None=None, # encoder name; None: .avi -> mpeg4 (XVID tag), .mp4/.mov/.mkv -> libx264
                 bframes:int=2, # B-frames between reference frames
@@ -57,12 +57,19 @@ def write_video(path, # output file; its suffix picks container and default code
                 **options, # extra encoder options, e.g. preset="veryfast"
                ) -> Path: # the written file
     "Encode uint8 RGB `frames` (T, H, W, C) into a video file."
-    frames, path = np.asarray(frames), Path(path)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-        raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+    path = Path(path)
+    if isinstance(frames, (np.ndarray, list, tuple)):
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3) with T > 0, got {frames.dtype} {frames.shape}")
+        H, W = frames.shape[1:3]
+    else:                                                 # a generator: one frame in memory at a time
+        it = iter(frames); first = next(it, None)
+        if first is None: raise ValueError(f"{path}: no frames to write")
+        H, W = np.asarray(first).shape[:2]
+        frames = itertools.chain([first], it)
     codec = codec or _SUFFIX_CODEC.get(path.suffix.lower())
     if codec is None: raise ValueError(f"{path}: no default codec for suffix {path.suffix!r}; pass codec=")
-    T, H, W, _ = frames.shape
     if pix_fmt.startswith(("yuv420", "yuvj420")) and (H % 2 or W % 2):
         raise ValueError(f"{path}: {pix_fmt} needs even width and height, got {W}x{H}; crop, or pass pix_fmt='yuv444p'")
     with av.open(str(path), "w") as out:
@@ -77,7 +84,9 @@ def write_video(path, # output file; its suffix picks container and default code
         if codec == "mpeg4" and path.suffix.lower() == ".avi": cc.codec_tag = "XVID"
         if rotation: s.set_display_rotation(rotation)
         s.options = opts
-        for f in frames:
+        for t, f in enumerate(frames):
+            f = np.asarray(f)
+            if f.dtype != np.uint8 or f.shape != (H, W, 3): raise ValueError(f"{path}: frame {t} is {f.dtype} {f.shape}, not uint8 {(H, W, 3)}")
             for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")): out.mux(pkt)
         for pkt in s.encode(): out.mux(pkt)
     return path
@@ -93,12 +102,37 @@ def _rgb_into(frame, out:np.ndarray, reformatter:VideoReformatter):
 # %% ../../nbs/01_data.video.ipynb #53c3f373
 _END = object()
 
-def _decode(container, stream, path):
-    "Yield decoded frames in display order; a damaged tail ends the stream (earlier frames are kept)."
+def _riff_cut(path) -> bool:
+    "True for a RIFF file (AVI) shorter than its header says: cut short. AVI stores no display times to check frames against."
     try:
-        for frame in container.decode(stream): yield frame
-    except av.error.InvalidDataError: return
-    except (av.FFmpegError, ValueError) as e: raise VideoError(path, f"decoding failed ({e})") from None
+        with open(path, "rb") as f: head = f.read(12)
+        return head[:4] == b"RIFF" and head[8:12] == b"AVI " and os.path.getsize(path) < int.from_bytes(head[4:8], "little") + 8
+    except OSError: return False
+
+def _decode(container, stream, path, tail_packets:int=2):
+    "Frames in display order. A damaged or cut tail ends the stream: earlier frames are kept, doubtful ones dropped; damage before the tail is an error."
+    n, prev, step, damaged, cut = 0, None, None, None, _riff_cut(path)
+    try:
+        for packet in container.demux(stream):
+            flushing = packet.size == 0 and packet.dts is None   # the end: the decoder hands over the frames it held back
+            if damaged is not None:                              # after damage: is it the file's tail, or its middle?
+                if packet.size and (tail_packets := tail_packets - 1) < 0:
+                    raise VideoError(path, f"corrupt data at frame {n}, in the middle of the file (decoder: {damaged})")
+                continue
+            if flushing and cut: return                          # a cut AVI: the held-back frames may have lost their B-frames
+            try: frames = packet.decode()
+            except av.error.InvalidDataError as e: damaged = f"invalid data, {e}"; continue
+            for frame in frames:
+                if frame.is_corrupt: damaged = "a corrupt frame"; break            # e.g. the last packet of a cut AVI
+                t = frame.pts
+                if flushing and None not in (prev, step, t) and t - prev > 1.5 * step:
+                    return                     # a held-back frame whose B-frames were cut off: it would sit at a wrong index
+                if t is not None and prev is not None and not flushing: step = t - prev
+                prev, n = t if t is not None else prev, n + 1
+                yield frame
+    except (av.FFmpegError, ValueError) as e:
+        if isinstance(e, VideoError): raise
+        raise VideoError(path, f"decoding failed ({e})") from None
 
 def _decoded_frames(container, stream, path, threaded:bool=True, maxsize:int=16):
     "Frames of `stream` in display order, decoded in a background thread when `threaded`."

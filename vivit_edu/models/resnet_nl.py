@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 import torch
 from torch import nn
-from ..core import check_shape
+from ..core import check_shape, load_torch_file, check_enough_loaded
 from ..layers.non_local import NonLocalBlock
 
 # %% auto #0
@@ -181,12 +181,19 @@ class NonLocalResNet(nn.Module):
 # %% ../../nbs/09_models.resnet_nl.ipynb #d53f7e0a
 def load_resnet2d(model: NonLocalResNet, # model to load into
                   state_dict: dict, # torchvision-named weights, 2D (inflated as needed) or this model's own
+                  *, reinit_head: bool = False, # leave the classifier `fc` new (weights trained on other classes)
+                  source: str = "state dict", # where the weights came from, for messages
                  ) -> list[str]:
-    "Load what fits of `state_dict` into `model` (inflating 2D kernels); return the keys left at their initialisation."
+    "Load `state_dict` into `model` (inflating 2D kernels); return the keys left at their initialisation (new parts)."
     target, sd = model.state_dict(), inflate_state_dict(state_dict, model)
-    sd = {k: v for k, v in sd.items() if k in target and v.shape == target[k].shape}
+    sd = {k: v for k, v in sd.items() if k in target and not (reinit_head and k.startswith("fc."))}
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in sd.items() if v.shape != target[k].shape]
+    if wrong: raise ValueError(f"{source}: weights do not fit this model: shape mismatch: {', '.join(wrong[:8])}" +
+                               ("; for other classes pass reinit_head=True (the classifier fc starts new)" if any(w.startswith("fc.") for w in wrong) else ""))
+    left = [k for k in target if k not in sd]
+    check_enough_loaded(len(sd), len(target), source, left)
     model.load_state_dict(sd, strict=False)
-    return [k for k in target if k not in sd]
+    return left
 
 def nl_resnet50(*, preset: str = "paper", # key of `NL_PRESETS`: "tiny", "kinetics" or "paper"
                 num_classes: int | None = None, # classes (None: the preset's)
@@ -194,6 +201,7 @@ def nl_resnet50(*, preset: str = "paper", # key of `NL_PRESETS`: "tiny", "kineti
                 num_nonlocal: int | None = None, # 0, 1, 5 or 10 (placed as in Wang et al.)
                 pairwise: str | None = None, # "embedded_gaussian", "gaussian", "dot_product" or "concatenation"
                 weights: str | Path | dict | None = None, # state dict (or a path to one) to load; never downloaded
+                reinit_head: bool = False, # with `weights`: leave the classifier new (weights trained on other classes)
                 **overrides, # any other field of `NLResNetConfig`
                ) -> NonLocalResNet:
     "Non-local ResNet-50 (Wang et al.) from a preset: takes (B, 3, T, H, W) float clips, returns (B, num_classes) logits."
@@ -205,6 +213,6 @@ def nl_resnet50(*, preset: str = "paper", # key of `NL_PRESETS`: "tiny", "kineti
     if "num_nonlocal" in overrides and "placement" not in overrides: overrides["placement"] = None
     model = NonLocalResNet(replace(NL_PRESETS[preset], **overrides))
     if weights is not None:
-        sd = weights if isinstance(weights, dict) else torch.load(weights, map_location="cpu", weights_only=True)
-        load_resnet2d(model, sd)
+        sd = weights if isinstance(weights, dict) else load_torch_file(weights)     # tensors only: a crafted file is refused
+        load_resnet2d(model, sd, reinit_head=reinit_head, source="weights" if isinstance(weights, dict) else str(weights))
     return model
