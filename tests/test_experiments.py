@@ -50,7 +50,7 @@ def test_same_seeds_same_tables_in_any_process(data, tmp_path):
     ucf, rldd = data
     two = run_experiments(ExperimentConfig(**SMOKE, out_dir=str(tmp_path / "two")), verbose=False)
     one = run_experiments(ExperimentConfig(**SMOKE, workers=1, out_dir=str(tmp_path / "one")), verbose=False)
-    strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k and k != "wall_s"} for r in rows]
+    strip = lambda rows: [{k: v for k, v in r.items() if "time" not in k and k not in ("wall_s", "peak_memory_mib")} for r in rows]
     assert strip(two["table1"]["rows"]) == strip(one["table1"]["rows"])
     assert strip(two["table2"]["rows"]) == strip(one["table2"]["rows"])
     assert two["table1"]["image"]["r2"] == one["table1"]["image"]["r2"]
@@ -64,7 +64,8 @@ def test_jobs_of_the_demo():
     assert {j.model for j in jobs} >= {"ViViT, shuffled frames", "ViViT, one frame", "ViViT, random weights", "3D CNN (small)",
                                         "Non-local ResNet-50"}
     t2 = table2_jobs(cfg)
-    assert len(t2) == 12 and {j.needs[0] for j in t2 if j.seed == 1} == {"ViViT seed 1"}
+    assert len(t2) == 21 and {j.needs[0] for j in t2 if j.seed == 1} == {"ViViT seed 1"}   # 4 cases + lora4, bitfit, probe
+    assert [j.case for j in t2[12::3]] == ["lora4", "bitfit", "probe"]
 
 def test_progress_lines_and_bar():
     "Plain output: one timestamped line per finished run with the time left; a terminal gets a bar instead."

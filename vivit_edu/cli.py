@@ -14,7 +14,7 @@ from .data.datasets import BadVideoWarning, check_data
 from .data.synthetic import make_embedded_dataset, make_embedded_rldd
 from .data.video import VideoError
 from .train import OPTIMIZERS, AMP_MODES, MODEL_KINDS, run_checkpoint, load_run, RunCheckpoints, check_writable, is_main_process
-from .finetune import CASES
+from .finetune import CASES, METHODS, PEFT_METHODS, is_adapter_run, load_adapter_run
 from .distributed import train_folder, ddp_demo, cleanup_distributed
 from .experiments import ExperimentConfig, EXPERIMENT_PRESETS, BASELINES, run_experiments
 from .inference import Predictor, predict_video, load_model, read_class_names, _model_config
@@ -92,6 +92,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, help="vivit with --image-weights: the ViT's attention heads, when its file does not say "
                    "(torchvision and timm files; ViT-B/16: 12)")
     p.add_argument("--case", choices=list(CASES), help="with --init or --image-weights: which layers train (the paper's cases; default case1, all)")
+    p.add_argument("--method", choices=list(METHODS), help="with --init or --image-weights: a case or lesson 11's methods "
+                   f"({', '.join(PEFT_METHODS)}); LoRA runs keep only their adapter (run folder: run.json + adapter/)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the best available; under torchrun: the LOCAL_RANK GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
@@ -105,7 +107,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `vivit-edu predict`: `predict_video`'s, and `load_model`'s for weights without a run folder."
     p.add_argument("video", nargs="+", help="video file(s); one that cannot be read is skipped with a warning (exit status 1)")
-    p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json")
+    p.add_argument("--run", default=None, help="a `vivit-edu train` run folder: model, classes and frame size from its run.json "
+                   "(a LoRA run: base weights + its adapter, merged)")
     p.add_argument("--checkpoint", default=None, help="with --run: best (default), last, or a checkpoint folder of that run")
     p.add_argument("--weights", default=None, help="model.safetensors (or a checkpoint folder); needed without --run")
     p.add_argument("--model", default="vivit", choices=["vivit", "nonlocal", "nl_resnet50"], help="nonlocal = nl_resnet50")
@@ -121,6 +124,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser
     p.add_argument("--compile", action="store_true"); p.add_argument("--channels-last", action="store_true")
     p.add_argument("--bf16", action="store_true"); p.add_argument("--quiet", action="store_true", help="only the summary")
     return p
+
+def _methods_argument(p: argparse.ArgumentParser):
+    p.add_argument("--methods", nargs="*", choices=list(PEFT_METHODS), help="Table 2 rows beside the paper's four cases (lesson 11; "
+                   "default: the preset's; none: --methods alone)")
 
 def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     "The options of `vivit-edu experiment`: the fields of `ExperimentConfig`."
@@ -139,6 +146,7 @@ def add_experiment_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--image-start", help="start every ViViT from an image ViT: 'embedded' (train one on the embedded frames, "
                    "the demo's) or a weights file (lesson 17); default: the preset's (paper: from scratch)")
     p.add_argument("--baselines", nargs="*", choices=list(BASELINES), help="rows beside ViViT (default: the preset's)")
+    _methods_argument(p)
     p.add_argument("--workers", type=int, help="training runs at once, one CPU process each (default: the preset's; 1 on a GPU)")
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
@@ -185,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-seed", type=int, default=0, help="seed of the embedded data and of the image model's frames")
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds of every Table 1 row (default 0 1 2)")
     d.add_argument("--finetune-seeds", type=int, nargs="+", help="Table 2's seeds (default: --seeds)")
+    _methods_argument(d)
     d.add_argument("--progress", action="store_true", default=None, help="a progress bar even when the output is not a terminal")
     d.add_argument("--resume", action="store_true", help="go on with an interrupted demo (its finished runs are kept in OUT/checkpoints)")
     add_experiment_arguments(sub.add_parser("experiment", help="the real experiment: datasets, --preset paper, a GPU (run_experiments)"))
@@ -207,7 +216,7 @@ def _demo(a) -> int:
     torch.set_num_threads(a.threads)
     run_experiments(ExperimentConfig(preset="demo", device="cpu", out_dir=a.out, data_seed=a.data_seed, seeds=a.seeds,
                                      finetune_seeds=a.finetune_seeds or a.seeds, workers=a.workers, progress=a.progress,
-                                     resume=a.resume))
+                                     resume=a.resume, methods=None if a.methods is None else tuple(a.methods)))
     return 0
 
 def _experiment(a) -> int:
@@ -222,6 +231,7 @@ def _experiment(a) -> int:
         finetune_seeds=a.finetune_seeds, num_workers=a.num_workers, amp=a.amp, compile=a.compile, nonlocal_model=not a.no_nonlocal,
         baselines=None if a.baselines is None and not a.no_shuffled else
         tuple(b for b in (a.baselines if a.baselines is not None else EXPERIMENT_PRESETS[a.preset]["baselines"]) if not (a.no_shuffled and b == "shuffled")),
+        methods=None if a.methods is None else tuple(a.methods),
         image_start=a.image_start if a.image_start is not None else "preset", data_seed=a.data_seed, workers=a.workers,
         progress=a.progress, out_dir=a.out, uint8_clips=a.uint8_clips, resume=a.resume))
     return 0
@@ -256,7 +266,15 @@ def _predict(a) -> int:
         skipped.append(video); print(f"vivit-edu: warning: skipped {video}: {why}", file=sys.stderr, flush=True)
     def predictor() -> Predictor:                                      # built once, for the first video that exists
         names = read_class_names(a.classes)
-        if a.run is not None:                                          # the run's model, class names and clip format
+        if a.run is not None and is_adapter_run(a.run):                # a LoRA run: base weights + adapter, merged
+            if a.checkpoint is not None:
+                raise ValueError(f"--checkpoint {a.checkpoint}: {a.run} is a LoRA run, which keeps only its adapter (no checkpoints)")
+            model, spec = load_adapter_run(a.run, merge=True)
+            print(f"vivit-edu predict: base weights {Path(a.run) / spec.finetune['base']} + adapter {Path(a.run) / spec.finetune['adapter']} "
+                  "(merged)", file=sys.stderr, flush=True)
+            given = {k: v for k, v in dict(frames=a.frames, size=a.size, crop=a.image_size, class_names=names).items() if v is not None}
+            clip = dict(frames=spec.frames, size=spec.size, crop=spec.crop, class_names=spec.classes) | given
+        elif a.run is not None:                                        # the run's model, class names and clip format
             weights = run_checkpoint(a.run, a.checkpoint or "best")
             fell_back = (a.checkpoint or "best") == "best" and weights.parent.name != "best"
             print(f"vivit-edu predict: weights {weights}" + (" (the run has no best/ checkpoint, which only validation writes)"

@@ -6,7 +6,7 @@ Docs: https://vivit-edu.github.io/vivit_edu/distributed.html.md"""
 
 # %% ../nbs/15_distributed.ipynb #8f512c62
 from __future__ import annotations
-import os, shlex, sys, tempfile
+import os, shlex, shutil, sys, tempfile
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -19,8 +19,8 @@ from .core import get_device, count_parameters, format_count, load_torch_file
 from .data.datasets import KINETICS_MEAN, KINETICS_STD, clip_datasets
 from .train import (TrainConfig, Trainer, History, EvalResult, make_loader, build_scheduler, metrics_from_logits,
                     predict, resolve_amp, is_main_process, find_checkpoint, CKPT_WEIGHTS, CKPT_STATE,
-                    _unwrap, _device_of, RunSpec, RUN_FILE, preset_input, _size, read_checkpoint_state, check_writable)
-from .finetune import apply_case
+                    _unwrap, _device_of, RunSpec, RUN_FILE, preset_input, _size, read_checkpoint_state, check_writable, read_weights)
+from .finetune import CASES, METHODS, apply_case, apply_method, save_adapter_run, ADAPTER_WEIGHTS
 from .pretrained import init_from, init_from_image, image_model_options
 
 # %% auto #0
@@ -353,6 +353,19 @@ def _check_out_dir(out: Path):
         raise ValueError(f"--out-dir {out}: {'a file' if have == out else f'{have} is a file'}, not a folder (the run folder "
                          "gets run.json, checkpoints and curves)")
 
+def _keep_adapter(net: nn.Module, out: Path, spec: RunSpec):
+    "A finished LoRA run: write its best (else last) epoch's adapter as an adapter run folder, then drop the full checkpoints."
+    ck = find_checkpoint(out / "best") or find_checkpoint(out / "last")
+    if ck is not None: net.load_state_dict(read_weights(ck)[0])                # the epoch to keep (the peft wrapper's keys)
+    src = Path(spec.finetune["init"])
+    if src.is_dir() and (src / RUN_FILE).is_file(): src = find_checkpoint(src / "best") or find_checkpoint(src / "last")
+    base_state, base = read_weights(src)
+    save_adapter_run(net, out, spec=spec, base=base, base_state=base_state, method=spec.finetune["case"])
+    for d in ("last", "best"): shutil.rmtree(out / d, ignore_errors=True)   # the adapter + the base weights are the model
+    size = (out / "adapter" / ADAPTER_WEIGHTS).stat().st_size
+    print(f"LoRA run: kept the adapter of {'epoch ' + ck.name if ck is not None else 'the last epoch'} in {out / 'adapter'} "
+          f"({size / 1024:.0f} KiB) on the base weights {base} (not copied)", flush=True)
+
 def train_folder(data, # a folder of class folders (root/<class>/<video>), or a UCF101 root
                  *, out_dir="runs/train", # run folder: run.json, last/, best/, history.csv, curves.png
                  val=None, # a validation folder with the same class folders (None: hold out `val_fraction` of each class)
@@ -373,6 +386,7 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
                  embed_init: str | None = None, # vivit with image_weights: "central" (default) or "average"
                  heads: int | None = None, # vivit with image_weights: attention heads, when the file does not say
                  case: str | None = None, # with init or image_weights: which layers train (default case1, all)
+                 method: str | None = None, # instead of `case`: a key of METHODS (lesson 11: "lora4", "bitfit", ...); LoRA keeps only its adapter
                  seed: int = 0, # fixes the initial weights and the training order
                  device: str | None = None, # "cpu", "cuda", ... (None: the best; under torchrun: the LOCAL_RANK GPU)
                  threads: int | None = None, # torch CPU threads per process
@@ -383,6 +397,12 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
                 ) -> History:
     "Train a ViViT or a Non-local ResNet-50 on a folder of videos into a run folder (in one process, or as one rank under torchrun)."
     if threads is not None and threads < 1: raise ValueError(f"--threads {threads}: must be at least 1")
+    if method is not None and case is not None: raise ValueError("--case and --method both say what trains: give one of them")
+    if method is not None and method not in METHODS: raise ValueError(f"--method {method}: choose one of {list(METHODS)}")
+    if method is not None and METHODS[method].family == "lora" and not init:
+        raise ValueError(f"--method {method} keeps only a LoRA adapter, which sits on the weights of a video run: give --init "
+                         "(a run folder or .safetensors file); with --image-weights use --method case1 ... or bitfit, llrd, probe")
+    case = method or case
     out = Path(out_dir)
     _check_out_dir(out); check_writable(out, "--out-dir")              # before indexing a large folder, not after
     info = init_distributed(device=device)
@@ -419,7 +439,10 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
         if spec.finetune.get("image_weights") and not resuming: said.append(init_from_image(net, spec))
         if spec.finetune.get("init") and not resuming: said.append(init_from(net, spec, spec.finetune["init"]))
         if resuming and spec.finetune: said.append(f"resuming: the weights come from {held}")
-        if spec.finetune: said.append(str(apply_case(net, spec.finetune["case"])))    # e.g. case3: the image layers stay frozen
+        name = spec.finetune.get("case")
+        lora = name in METHODS and METHODS[name].family == "lora"
+        if name in CASES: said.append(str(apply_case(net, name)))          # e.g. case3: the image layers stay frozen
+        elif name: r = apply_method(net, name); net = r.model; said.append(str(r))   # lesson 11's methods (LoRA: peft's wrapper)
         skipped = {p for ds in (train_ds, val_ds) for p, _ in getattr(ds, "skipped", [])}
         if is_main_process():                                      # everything checked: now the run folder is written
             if moved: print(moved, file=sys.stderr, flush=True)
@@ -434,6 +457,7 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
             done = read_checkpoint_state(out / "last")["epoch"] if find_checkpoint(out / "last") else 0
             raise KeyboardInterrupt(f"interrupted at epoch {done + 1}; " + (f"{out / 'last'} holds epoch {done}: resume with --resume"
                                     if done else "no epoch had finished, so there is nothing to resume")) from None
+        if lora and is_main_process(): _keep_adapter(net, out, spec)
         if is_main_process() and h.rows:
             best = h.best("val_acc") or h.rows[-1]
             print(f"done: {len(h)} epoch(s), best val acc {100 * best['val_acc']:.1f}% at epoch {best['epoch']}, "

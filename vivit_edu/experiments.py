@@ -24,18 +24,19 @@ from .models.resnet_nl import nl_resnet50
 from .train import TrainConfig, Trainer, is_main_process, check_writable
 from .distributed import DistributedTrainer, init_distributed, cleanup_distributed, barrier
 from .pretrained import vivit_from_image
-from .finetune import CASES, apply_case, grow_head, mix_with_rehearsal, finetune_report, collect_logits
+from .finetune import (CASES, METHODS, PEFT_METHODS, apply_method, grow_head, mix_with_rehearsal, finetune_report, collect_logits,
+                       plot_methods)
 
 # %% auto #0
 __all__ = ['TINY_IMAGE_VIVIT', 'VIDEO_OPTIONS', 'EXPERIMENT_PRESETS', 'BASELINES', 'VIEWS', 'JOB_COSTS', 'PAPER_TABLE1',
            'PAPER_TABLE2', 'PAPER_CITATION', 'PROTOCOL_TEXT', 'ExperimentConfig', 'ShuffleFrames', 'OneFrame',
            'SmallC3D', 'resolve_data', 'memory_for', 'ucf_splits', 'split_overlap', 'rldd_sets', 'sincos_positions',
            'image_vit', 'frames_to_tensor', 'image_frames', 'train_image_model', 'vivit_for', 'Job', 'table1_jobs',
-           'table2_jobs', 'EarlyStopping', 'run_job', 'Progress', 'summary_of', 'job_folder', 'open_checkpoints',
-           'run_jobs', 'table1_from', 'table2_from', 'run_table1', 'run_table2', 'mean_ci', 'fmt_ci', 'compare',
-           'summarise_table1', 'summarise_table2', 'table1_notes', 'table2_notes', 'to_markdown', 'write_csv',
-           'plot_curves', 'plot_confusions', 'machine', 'write_report', 'save_demo_model', 'load_demo_model',
-           'run_experiments']
+           'table2_jobs', 'EarlyStopping', 'run_job', 'start_peak_memory', 'peak_memory_mib', 'Progress', 'summary_of',
+           'job_folder', 'open_checkpoints', 'run_jobs', 'table1_from', 'table2_from', 'run_table1', 'run_table2',
+           'mean_ci', 'fmt_ci', 'compare', 'summarise_table1', 'summarise_table2', 'table1_notes', 'table2_notes',
+           'to_markdown', 'write_csv', 'plot_curves', 'plot_confusions', 'machine', 'write_report', 'save_demo_model',
+           'load_demo_model', 'run_experiments']
 
 # %% ../nbs/12_experiments.ipynb #2559d4b6
 # The demo's ViViT from scratch has the shape of the image model it otherwise starts from (a torchvision ViT: conv patch
@@ -56,7 +57,10 @@ EXPERIMENT_PRESETS = {
                  per_class=32, image=dict(frames=32_000, steps=600, batch_size=64, lr=1e-3, patch_size=6, dim=64, depth=2,
                                           heads=4, mlp_dim=128, render_size=(36, 48)),
                  vivit=TINY_IMAGE_VIVIT, cnn=dict(widths=(8, 16, 32)), cnn_epochs=8, cnn_lr=2e-3,
-                 nl=dict(preset="tiny", num_nonlocal=1, width=4), nl_lr=1e-3, nl_patience=2, nl_min_epochs=5),
+                 nl=dict(preset="tiny", num_nonlocal=1, width=4), nl_lr=1e-3, nl_patience=2, nl_min_epochs=5,
+                 # lesson 11's methods: one seed of a row cost (2-core CPU, 1 thread, contended) lora4 9 s, lora16 8.5 s,
+                 # bitfit 8 s, llrd 10 s, probe 5 s (case1 11 s, case4 4 s); the demo runs the three cheapest families
+                 methods=("lora4", "bitfit", "probe")),
     # The demo's recipe at the smallest size that runs every step (lesson cells and tests): seconds, not minutes
     "smoke": dict(frames=8, size=(36, 36), crop=None, batch_size=16, lr=5e-4, clip_grad=1.0, epochs=1, warmup_steps=5, eval_every=1,
                   nl_epochs=2, finetune_epochs=1, finetune_lr=5e-4, val_clips=1, protocol="official", workers=2,
@@ -65,13 +69,13 @@ EXPERIMENT_PRESETS = {
                   rldd_test_fraction=0.25, per_class=4, image=dict(frames=1_000, steps=20, batch_size=16, lr=1e-3, patch_size=6, dim=64,
                                                                    depth=2, heads=4, mlp_dim=128, render_size=(36, 48)),
                   vivit=TINY_IMAGE_VIVIT, cnn=dict(widths=(8, 16, 32)), cnn_epochs=1, cnn_lr=2e-3,
-                  nl=dict(preset="tiny", num_nonlocal=1, width=4), nl_lr=1e-3, nl_patience=1, nl_min_epochs=1),
+                  nl=dict(preset="tiny", num_nonlocal=1, width=4), nl_lr=1e-3, nl_patience=1, nl_min_epochs=1, methods=()),
     # The paper's section 3: 150 frames of 240x320, ViViT from scratch for 30 epochs, Non-local 150 epochs (Table 1)
     "paper": dict(frames=150, size=(240, 320), crop=None, batch_size=4, lr=1e-4, clip_grad=None, epochs=30, warmup_steps=None, eval_every=1,
                   nl_epochs=150, finetune_epochs=10, finetune_lr=1e-4, val_clips=1, protocol="paper", workers=1,
                   image_start=None, baselines=("shuffled",), data={}, rldd={}, rldd_step=1, rldd_stride=None,
                   rldd_test_fraction=0.2, per_class=None, image=None, vivit=dict(preset="paper"), cnn=None, cnn_epochs=None,
-                  cnn_lr=None, nl=dict(preset="paper"), nl_lr=None, nl_patience=None, nl_min_epochs=None),
+                  cnn_lr=None, nl=dict(preset="paper"), nl_lr=None, nl_patience=None, nl_min_epochs=None, methods=PEFT_METHODS),
 }
 BASELINES = ("shuffled", "one frame", "random init", "3d cnn")
 
@@ -99,6 +103,7 @@ class ExperimentConfig:
     per_class: int | None = None # rehearsal clips per old class in Table 2; None: the preset's (None there: the mean per class)
     image_start: str | None = "preset" # "embedded" (train an image model on labelled embedded frames), a path to image ViT weights, or None
     baselines: tuple | None = None # rows beside ViViT: any of BASELINES; None: the preset's
+    methods: tuple | None = None # Table 2 rows beside the paper's four cases: any of PEFT_METHODS (lesson 11); None: the preset's
     nonlocal_model: bool = True # train the Non-local ResNet-50 for Table 1
     workers: int | None = None # training processes at once (CPU); None: the preset's (1 under torchrun or on a GPU)
     num_workers: int = 0 # DataLoader workers per training run
@@ -117,7 +122,7 @@ class ExperimentConfig:
         if self.preset not in EXPERIMENT_PRESETS: raise ValueError(f"ExperimentConfig.preset={self.preset!r}: use one of {list(EXPERIMENT_PRESETS)}")
         P = EXPERIMENT_PRESETS[self.preset]
         for k in ("protocol", "epochs", "nl_epochs", "finetune_epochs", "batch_size", "lr", "finetune_lr", "frames", "size",
-                  "per_class", "baselines", "workers"):
+                  "per_class", "baselines", "workers", "methods"):
             if getattr(self, k) is None: setattr(self, k, P[k])
         if self.image_start == "preset": self.image_start = P["image_start"]
         if self.image_start in ("", "none", "None"): self.image_start = None  # the command line's way to say "from scratch"
@@ -126,6 +131,14 @@ class ExperimentConfig:
         if not self.seeds or not self.finetune_seeds: raise ValueError("ExperimentConfig: seeds and finetune_seeds need at least one seed")
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad: raise ValueError(f"ExperimentConfig.baselines: unknown {bad}; choose from {BASELINES}")
+        self.methods = tuple(dict.fromkeys(self.methods))
+        bad = [m for m in self.methods if m not in PEFT_METHODS]
+        if bad: raise ValueError(f"ExperimentConfig.methods: unknown {bad}; choose from {PEFT_METHODS} (the paper's four cases always run)")
+        if any(METHODS[m].family == "lora" for m in self.methods):
+            import importlib.util
+            if importlib.util.find_spec("peft") is None:                      # before any training, not at Table 2
+                raise ImportError(f"ExperimentConfig.methods {list(self.methods)}: LoRA needs Hugging Face peft: "
+                                  "pip install 'vivit_edu[peft]' (or drop the lora rows)")
         if self.image_start == "embedded" and self.ucf101_root is not None:
             raise ValueError("image_start='embedded' trains the image model on the embedded data's frames: give a weights file "
                              "(image_start='/path/to/vit') or None to train ViViT from scratch on your UCF101")
@@ -326,7 +339,7 @@ class Job:
     seed: int = 0
     view: str = "plain" # the clips it sees: "plain", "shuffled" or "one frame" (vivit)
     start: str = "image" # vivit: "image" (the image model), "random" (same architecture, random weights), "scratch" (the preset)
-    case: str | None = None # finetune: the fine-tuning case
+    case: str | None = None # finetune: the fine-tuning case or method (a key of METHODS: "case3", "lora4", ...)
     needs: tuple = () # names of the jobs whose results it starts from
     cost: float = 1.0 # relative CPU time (scheduling order, progress bar)
     model: str = "" # the row's name in Table 1
@@ -358,9 +371,9 @@ def table1_jobs(cfg: ExperimentConfig) -> list[Job]:
     return jobs
 
 def table2_jobs(cfg: ExperimentConfig) -> list[Job]:
-    "Table 2's runs: every case for every fine-tuning seed; seed s starts from Table 1's ViViT of seed s (else the first)."
+    "Table 2's runs: every case, then every method of `cfg.methods`, for every fine-tuning seed; seed s starts from Table 1's ViViT of seed s (else the first)."
     return [Job(f"{c}, seed {s}", "finetune", s, case=c, cost=JOB_COSTS["finetune"],
-                needs=(f"ViViT seed {s if s in cfg.seeds else cfg.seeds[0]}",)) for c in CASES for s in cfg.finetune_seeds]
+                needs=(f"ViViT seed {s if s in cfg.seeds else cfg.seeds[0]}",)) for c in (*CASES, *cfg.methods) for s in cfg.finetune_seeds]
 
 # %% ../nbs/12_experiments.ipynb #36332fbf
 class EarlyStopping:
@@ -453,32 +466,57 @@ def _image_from(cfg: ExperimentConfig, done: dict):
                     mlp_dim=I["mlp_dim"], outputs=len(MOMENT_NAMES))
     vit.load_state_dict(done["image"]["state"]); return vit
 
+def start_peak_memory(device) -> str:
+    "Start measuring this process's peak memory: CUDA's allocator peak on a GPU, else the resident set's peak (Linux VmHWM, reset)."
+    device = torch.device(device)
+    if device.type == "cuda": torch.cuda.reset_peak_memory_stats(device); return "cuda"
+    try:
+        with open("/proc/self/clear_refs", "w") as f: f.write("5")            # Linux: VmHWM starts again from the RSS now
+        return "rss"
+    except OSError: return "rss (since the process started)"                # elsewhere: the peak over the process's life
+
+def peak_memory_mib(device) -> float:
+    "The peak since `start_peak_memory`, MiB: CUDA memory allocated by tensors, or the process's resident set (VmHWM)."
+    device = torch.device(device)
+    if device.type == "cuda": return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource                                                       # macOS: bytes; Linux without /proc: KiB
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return r / 2**20 if sys.platform == "darwin" else r / 1024
+
 def _finetune(job: Job, sets: _Sets, done: dict, *, report=None) -> dict:
-    "One case of Table 2: grow the head by the new class, freeze what the case keeps, fine-tune on new + rehearsal clips."
+    "One row of Table 2: grow the head by the new class, apply the case or method (lesson 11), fine-tune on new + rehearsal clips."
     cfg, K = sets.cfg, sets.K
     start = done[job.needs[0]]
     vc = ViViTConfig(**start["vivit_config"])
     base = VIVIT_VARIANTS[vc.variant](vc); base.load_state_dict(start["state"])
     per_class = cfg.per_class or max(1, round(len(sets.train) / K))
     mixed = mix_with_rehearsal(sets.new_train, sets.train, new_label=K, per_class=per_class, new_count=None, seed=job.seed)
+    device = get_device(cfg.device)
+    memory = start_peak_memory(device)                                        # what this row needs beyond what is held already
     torch.manual_seed(job.seed); model = grow_head(copy.deepcopy(base), 1)   # the new row's initial weights
-    rep = apply_case(model, job.case)
+    rep = apply_method(model, job.case); model = rep.model                   # LoRA: peft's wrapper, what trains
     tc = cfg.train_config(epochs=cfg.finetune_epochs, seed=job.seed, lr=cfg.finetune_lr, warmup_steps=0)
     if sets.checkpoints: tc = replace(tc, out_dir=str(job_folder(sets.checkpoints, job)))
     tick = [lambda tr, row: report(job.name, row["epoch"], tr.config.epochs)] if report else []
     t0 = time.perf_counter()
     _trainer(cfg, model, mixed, None, tc, tick).fit(resume=cfg.resume)
     wall = time.perf_counter() - t0
+    peak = peak_memory_mib(device)
     val = ConcatDataset([_NoVideoId(sets.val), sets.new_val])                  # Table 1's validation clips + held-out drowsy clips
     after, labels = collect_logits(model, val, batch_size=64)
     before = done[job.needs[0]].get("val_logits")
     if before is None: before = collect_logits(base, _NoVideoId(sets.val), batch_size=64)[0]
     before = torch.cat([torch.as_tensor(before), torch.zeros(len(sets.new_val), K)])   # drowsy clips: not counted in old acc
     fr = finetune_report(labels=labels, after=after, before=before, new_classes=K)
-    return dict(row=dict(case=job.case, seed=job.seed, trains=CASES[job.case].description, val_acc=round(fr.val_acc, 2),
+    return dict(row=dict(case=job.case, seed=job.seed, trains=rep.method.description, val_acc=round(fr.val_acc, 2),
                          drowsy_acc=round(fr.new_acc, 2), old_acc_before=round(fr.old_acc_before, 2), old_acc_after=round(fr.old_acc_after, 2),
                          forgetting=round(fr.forgetting, 2), trainable_parameters=rep.trainable, total_parameters=rep.total,
-                         epochs=cfg.finetune_epochs, time_s=round(wall, 1), train_clips=len(mixed), new_train_clips=len(mixed.new_indices),
+                         epochs=cfg.finetune_epochs, time_s=round(wall, 1), peak_memory_mib=round(peak, 1), memory=memory,
+                         train_clips=len(mixed), new_train_clips=len(mixed.new_indices),
                          val_clips=fr.n_val, val_new_clips=fr.n_new),
                 composition=mixed.composition())
 
@@ -685,7 +723,7 @@ def summarise_table1(rows: list[dict]) -> list[dict]:
     return out
 
 def summarise_table2(rows: list[dict]) -> list[dict]:
-    "One line per case: means ± 95% intervals over seeds, and the paper's numbers."
+    "One line per case or method: means ± 95% intervals over seeds, and the paper's numbers (its four cases)."
     out = []
     for case in dict.fromkeys(r["case"] for r in rows):
         rs = [r for r in rows if r["case"] == case]
@@ -694,6 +732,7 @@ def summarise_table2(rows: list[dict]) -> list[dict]:
         out.append({"case": case, "trains": rs[0]["trains"], "seeds": len(rs), "val acc (%)": col("val_acc"), "Drowsy acc (%)": col("drowsy_acc"),
                     "old acc before (%)": col("old_acc_before"), "old acc after (%)": col("old_acc_after"), "forgetting (points)": col("forgetting"),
                     "trainable params": format_count(rs[0]["trainable_parameters"]), "time (s)": col("time_s"),
+                    "peak memory (MiB)": fmt_ci([r.get("peak_memory_mib", math.nan) for r in rs], 0),
                     "paper: val acc (%)": pv, "paper: Drowsy acc (%)": pd})
     return out
 
@@ -719,14 +758,20 @@ def _paired_within(a: list[dict], b: list[dict], key: str) -> bool:
     return math.isnan(h) or abs(m) <= h
 
 def table2_notes(rows: list[dict]) -> list[str]:
-    "A sentence per pair of neighbouring cases and measured column, and whether the paper's best case (case 3) is best here."
+    "A sentence per pair of neighbouring cases and measured column, one per method against case 3, and whether the paper's best case (case 3) is best here."
     notes, cases = [], list(dict.fromkeys(r["case"] for r in rows))
     by = {c: sorted((r for r in rows if r["case"] == c), key=lambda r: r["seed"]) for c in cases}
-    for a, b in zip(cases, cases[1:]):
+    paper = [c for c in cases if c in CASES]
+    for a, b in zip(paper, paper[1:]):
         seeds = sorted({r["seed"] for r in by[a]} & {r["seed"] for r in by[b]})
         for key, what in (("drowsy_acc", "Drowsy accuracy"), ("val_acc", "val accuracy"), ("forgetting", "forgetting")):
             pick = lambda c: [r[key] for r in by[c] if r["seed"] in seeds]
             notes.append(compare(a, pick(a), b, pick(b), what))
+    for m in (c for c in cases if c not in CASES and "case3" in by):            # lesson 11's methods against the paper's best case
+        seeds = sorted({r["seed"] for r in by[m]} & {r["seed"] for r in by["case3"]})
+        for key, what in (("drowsy_acc", "Drowsy accuracy"), ("val_acc", "val accuracy")):
+            pick = lambda c: [r[key] for r in by[c] if r["seed"] in seeds]
+            notes.append(compare(m, pick(m), "case3", pick("case3"), what))
     mean = {c: statistics.mean(r["val_acc"] for r in by[c]) for c in cases}
     best = max(mean, key=mean.get)
     tied = [c for c in cases if c != best and _paired_within(by[best], by[c], "val_acc")]
@@ -797,7 +842,7 @@ def machine() -> str:
 
 # %% ../nbs/12_experiments.ipynb #ef876c23
 def write_report(cfg: ExperimentConfig, t1: dict, t2: dict | None, *, phases: dict | None = None) -> Path:
-    "Write report.md, table1.csv, table2.csv, curves.png and confusions.png into `cfg.out_dir`; return the folder."
+    "Write report.md, table1.csv, table2.csv, curves.png, confusions.png (and methods.png with lesson 11's methods) into `cfg.out_dir`; return the folder."
     out = Path(cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
     rows = t1["rows"]
     write_csv(rows, out / "table1.csv")
@@ -838,6 +883,15 @@ def write_report(cfg: ExperimentConfig, t1: dict, t2: dict | None, *, phases: di
         comp = t2["composition"]; K = len(t1["classes"])
         old = sum(v for k, v in comp.items() if k != K)
         old_mix = ", ".join(f"{t1['classes'][k]} {v}" for k, v in comp.items() if k != K)
+        methods = [c for c in dict.fromkeys(r["case"] for r in t2["rows"]) if c not in CASES]
+        kinds = sorted({r.get("memory", "rss") for r in t2["rows"]})
+        mem = ("peak memory is CUDA memory allocated by tensors during the run (torch.cuda.max_memory_allocated)" if kinds == ["cuda"] else
+               "peak memory is the peak resident set of the process that ran the row (Linux VmHWM, reset just before it: the "
+               "process's datasets and the starting ViViT count too, so differences between rows are what the method costs)")
+        more = ("" if not methods else
+                f" Beside the paper's four cases, lesson 11's parameter-efficient methods ({', '.join(methods)}) start from the same "
+                "ViViT and the same grown head and train on the same clips: " +
+                "; ".join(f"{m}: {METHODS[m].description}" for m in methods) + ". Accuracy against trainable parameters: `methods.png`.")
         md += ["## Table 2: adding the class Drowsy (ours, measured)\n",
                f"Fine-tuning seed s starts from Table 1's ViViT of seed s, grows the head by one row (old rows copied), freezes what "
                f"the case does not train, and fine-tunes for {cfg.finetune_epochs} epochs at learning rate {cfg.finetune_lr} on "
@@ -848,8 +902,13 @@ def write_report(cfg: ExperimentConfig, t1: dict, t2: dict | None, *, phases: di
                f"Validation: Table 1's {t2['val_old']} validation clips + {t2['val_new']} drowsy clips of held-out subjects "
                f"({', '.join(t2['test_subjects'])}). \"Drowsy acc\" is the accuracy on those drowsy clips alone; \"old acc before/after\" "
                "on the old classes' clips, before and after fine-tuning; forgetting = before - after. Mean ± 95% interval over "
-               "seeds; per-seed rows in `table2.csv`.\n",
+               f"seeds; per-seed rows in `table2.csv`. Time is the fine-tuning's wall clock; {mem}.{more}\n",
                to_markdown(summarise_table2(t2["rows"])), *[n + "\n" for n in table2_notes(t2["rows"])]]
+    if t2 is not None and methods:
+        import matplotlib.pyplot as plt
+        axes = plot_methods([dict(r, method=r["case"]) for r in t2["rows"]], x="trainable_parameters",
+                            metrics={"val_acc": "val acc (%)", "drowsy_acc": "Drowsy acc (%)", "forgetting": "forgetting (points)"})
+        axes[0].figure.savefig(out / "methods.png", dpi=110); plt.close(axes[0].figure)
     if phases: md.append("Time per phase (s): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()) + ".\n")
     md.append(f"Config: `{json.dumps(asdict(cfg), default=str)}`\n")
     (out / "report.md").write_text("\n".join(md))

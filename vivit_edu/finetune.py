@@ -618,9 +618,9 @@ def save_adapter_run(model: nn.Module, # the LoRA model, trained
     folder, base = Path(folder), Path(base)
     save_adapter(model, folder / "adapter")
     rel = os.path.relpath(base.resolve(), folder.resolve())
-    n_base = next(v.shape[0] for k, v in base_state.items() if k in ("head.fc.weight", "fc.weight", "head.weight"))
-    spec = replace(spec, finetune=dict(base=rel, base_sha256=state_digest(base_state), base_classes=n_base, method=method,
-                                       adapter="adapter"))
+    n_base = next((v.shape[0] for k, v in base_state.items() if k in ("head.fc.weight", "fc.weight", "head.weight")), None)
+    spec = replace(spec, finetune=dict(spec.finetune, base=rel, base_sha256=state_digest(base_state), base_classes=n_base,
+                                       method=method, adapter="adapter"))
     spec.save(folder)
     return folder
 
@@ -635,17 +635,21 @@ def load_adapter_run(folder, # a run folder `save_adapter_run` wrote
                      *, merge: bool = True, # fold the adapter into the weights (one plain model, as fast as the base)
                      device: str | torch.device | None = "cpu",
                     ):
-    "The fine-tuned model of an adapter run folder: base weights + grown head + adapter (merged), in eval mode, and its `RunSpec`."
+    "The fine-tuned model of an adapter run folder: the base weights (checked), the adapter (with the trained head) on top, merged; and its `RunSpec`."
     from vivit_edu.train import RunSpec, read_weights
     folder = Path(folder); spec = RunSpec.load(folder); ft = spec.finetune
-    base_path = (folder / ft["base"]) if not Path(ft["base"]).is_absolute() else Path(ft["base"])
+    base_path = Path(os.path.normpath(folder / ft["base"]))                   # relative to the run folder (or absolute)
     state, base_path = read_weights(base_path)
     if ft.get("base_sha256") and state_digest(state) != ft["base_sha256"]:
         raise ValueError(f"{base_path}: these are not the weights the adapter in {folder / ft['adapter']} was trained on "
                          "(their SHA-256 differs from run.json's base_sha256)")
-    base = replace(spec, classes=spec.classes[:ft["base_classes"]]).build()
-    try: base.load_state_dict(state)
-    except RuntimeError as e: raise ValueError(f"{base_path}: the base weights do not fit the model run.json describes ({e})") from None
-    if len(spec.classes) > ft["base_classes"]: grow_head(base, len(spec.classes) - ft["base_classes"])
-    model = load_adapter(base, folder / ft["adapter"], merge=merge)
+    model = spec.build()                                                      # every class; the adapter brings the trained head
+    target, head = model.state_dict(), set(model_blocks(model)["head"])
+    bad = [k for k in target if k not in head and (k not in state or state[k].shape != target[k].shape)]
+    bad += [k for k in state if k not in target]
+    if bad: raise ValueError(f"{base_path}: the base weights do not fit the model {folder / 'run.json'} describes "
+                             f"(missing, unexpected or mis-shaped: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})")
+    model.load_state_dict({k: state[k] if k not in head or (k in state and state[k].shape == v.shape) else v
+                           for k, v in target.items()})
+    model = load_adapter(model, folder / ft["adapter"], merge=merge)
     return model.to(device or "cpu").eval(), spec

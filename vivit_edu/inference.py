@@ -218,7 +218,8 @@ def predict_video(path, # video file
     if isinstance(model, Predictor) and predictor_kwargs:
         raise TypeError(f"predict_video: options {sorted(predictor_kwargs)} are for building a Predictor; set them on the Predictor instead")
     if isinstance(model, (str, Path)):                                 # a run folder: its model, class names and clip format
-        model, spec = load_run(model, checkpoint)
+        from vivit_edu.finetune import is_adapter_run, load_adapter_run     # a LoRA run folder: base weights + adapter (lesson 11)
+        model, spec = load_adapter_run(model) if is_adapter_run(model) else load_run(model, checkpoint)
         given = {k: v for k, v in predictor_kwargs.items() if v is not None}
         predictor_kwargs = dict(frames=spec.frames, size=spec.size, crop=spec.crop, class_names=spec.classes) | given
     pred = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)

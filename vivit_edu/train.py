@@ -671,6 +671,9 @@ def run_checkpoint(run_dir, # a training run folder (it holds run.json)
     run_dir = Path(run_dir)
     if run_dir.is_file(): raise ValueError(f"{run_dir}: a file, not a run folder (give the folder that holds {RUN_FILE})")
     spec = RunSpec.load(run_dir)
+    if "adapter" in spec.finetune:
+        raise ValueError(f"{run_dir}: a LoRA run folder (base weights + adapter/, no checkpoints): load it with "
+                         "vivit_edu.finetune.load_adapter_run (vivit-edu predict --run reads it)")
     if which in ("best", "last"):
         names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
         path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
