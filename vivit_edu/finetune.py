@@ -559,13 +559,13 @@ def plot_methods(rows: list[dict], # one per run; runs with the same name are se
     names = list(dict.fromkeys(r[name] for r in rows))
     colours = dict(zip(names, plt.cm.tab10.colors * 2))
     for ax, (key, label) in zip(axes, metrics.items()):
-        for n in names:
+        for i, n in enumerate(names):
             rs = [r for r in rows if r[name] == n]
             xs, ys = [float(r[x]) for r in rs], [float(r[key]) for r in rs]
             ax.scatter(xs, ys, s=10, color=colours[n], alpha=0.5)
             mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
             ax.scatter([mx], [my], s=50, color=colours[n], edgecolor="black", zorder=3)
-            ax.annotate(n, (mx, my), xytext=(4, 4), textcoords="offset points", fontsize=8)
+            ax.annotate(n, (mx, my), xytext=(4, 4 if i % 2 == 0 else -11), textcoords="offset points", fontsize=8)   # neighbours: above, below
         ax.set_xscale("log"); ax.set_xlabel("trainable parameters (log scale)"); ax.set_ylabel(label); ax.grid(alpha=0.3)
     axes[0].figure.tight_layout()
     return axes
