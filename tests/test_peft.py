@@ -168,7 +168,7 @@ def test_train_method_lora_writes_an_adapter_run_and_predict_reads_it(clips, tmp
     out = tmp_path / "lora"
     assert main(["train", str(folder4), *COMMON, "--init", str(tmp_path / "base"), "--method", "lora4", "--out-dir", str(out)]) == 0
     said = capsys.readouterr().out
-    assert "LoRA run: kept the adapter" in said, said
+    assert "LoRA run: kept the best epoch's adapter" in said, said
     assert (out / "adapter" / ADAPTER_WEIGHTS).stat().st_size < 300 * 1024
     assert not (out / "last").exists() and not (out / "best").exists()      # only the adapter is kept
     spec = RunSpec.load(out)

@@ -363,7 +363,7 @@ def _keep_adapter(net: nn.Module, out: Path, spec: RunSpec):
     save_adapter_run(net, out, spec=spec, base=base, base_state=base_state, method=spec.finetune["case"])
     for d in ("last", "best"): shutil.rmtree(out / d, ignore_errors=True)   # the adapter + the base weights are the model
     size = (out / "adapter" / ADAPTER_WEIGHTS).stat().st_size
-    print(f"LoRA run: kept the adapter of {'epoch ' + ck.name if ck is not None else 'the last epoch'} in {out / 'adapter'} "
+    print(f"LoRA run: kept the {ck.name if ck is not None else 'last'} epoch's adapter in {out / 'adapter'} "
           f"({size / 1024:.0f} KiB) on the base weights {base} (not copied)", flush=True)
 
 def train_folder(data, # a folder of class folders (root/<class>/<video>), or a UCF101 root
