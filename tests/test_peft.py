@@ -234,3 +234,16 @@ def test_experiment_config_methods():
     cfg = ExperimentConfig(preset="smoke", methods=("llrd",), finetune_seeds=(0, 1, 2))
     assert [j.case for j in table2_jobs(cfg)] == [c for c in ("case1", "case2", "case3", "case4", "llrd") for _ in range(3)]
     with pytest.raises(ValueError, match="unknown"): ExperimentConfig(preset="smoke", methods=("case3",))
+
+
+def test_demo_and_experiment_pass_methods_on(monkeypatch):
+    "`vivit-edu demo/experiment --methods ...` reach ExperimentConfig.methods; no --methods: the preset's; --methods alone: none."
+    import vivit_edu.cli as cli
+    seen = []
+    monkeypatch.setattr(cli, "run_experiments", lambda cfg: seen.append(cfg.methods))
+    monkeypatch.setattr(cli.torch, "set_num_threads", lambda n: None)       # demo sets it: not for the rest of this process
+    assert cli.main(["demo", "--methods", "lora16", "llrd", "--out", "unused"]) == 0
+    assert cli.main(["demo", "--out", "unused"]) == 0
+    assert cli.main(["experiment", "--preset", "smoke", "--methods", "--out", "unused"]) == 0
+    assert cli.main(["experiment", "--out", "unused"]) == 0
+    assert seen == [("lora16", "llrd"), ("lora4", "bitfit", "probe"), (), PEFT_METHODS]
