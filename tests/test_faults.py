@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from tiny_run import tiny_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -20,17 +21,7 @@ EPOCHS = 4
 
 def make_run(width: int = 4):
     "Model, data and config of a tiny run (an epoch takes milliseconds); `width` makes the checkpoint bigger."
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(48, 1, 4, 8, 8, generator=g), torch.randint(0, 3, (48,), generator=g)
-    x[y == 1] += 0.5
-    data = torch.utils.data.TensorDataset(x, y)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv3d(1, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
-                          nn.Dropout(0.2), nn.Linear(width, 3))
-    from vivit_edu.train import TrainConfig
-    config = TrainConfig(epochs=EPOCHS, batch_size=8, lr=1e-2, warmup_epochs=1, mixup_alpha=0.4, progress=False,
-                         live_plot=False)
-    return model, data, config
+    return tiny_run(width=width, epochs=EPOCHS)
 
 
 def straight_weights():

@@ -9,23 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tiny_run import tiny_run
 
 EPOCHS = 6
 
 
 def make_run():
     "The model, data and config every process of this test uses (tiny: an epoch takes milliseconds)."
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(48, 1, 4, 8, 8, generator=g), torch.randint(0, 3, (48,), generator=g)
-    x[y == 1] += 0.5
-    data = torch.utils.data.TensorDataset(x, y)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
-                          nn.Dropout(0.2), nn.Linear(4, 3))
-    from vivit_edu.train import TrainConfig
-    config = TrainConfig(epochs=EPOCHS, batch_size=8, lr=1e-2, warmup_epochs=1, mixup_alpha=0.4, grad_accum=2,
-                         progress=False, live_plot=False)
-    return model, data, config
+    return tiny_run(epochs=EPOCHS, grad_accum=2)
 
 
 def worker(out_dir: str, crash_on_write: bool):

@@ -6,7 +6,7 @@
 copies REPORT_DIR (default reports/demo) to bench/results/demo/: report.md, table1.csv, table2.csv, curves.png,
 confusions.png and the first seed's ViViT (vivit/model.safetensors + model.json, which lesson 13 reads), and writes
 bench/results/demo/run.md: when, on which machine, with which command and in how many seconds (--seconds: the wall
-time of the whole `make demo`, measured by the caller). tests/test_lessons.py checks that lesson 12 and the README quote
+time of the whole `make demo`, measured by the caller). tests/test_demo_record.py checks that lessons 12 and 17 and the README quote
 these files' numbers.
 """
 import argparse, datetime, os, platform, shutil, subprocess, sys
