@@ -31,13 +31,13 @@ def quoted():
     q = {m: fmt_ci(t1(m)) for m in ("ViViT", "ViViT, shuffled frames", "ViViT, one frame", "ViViT, random weights",
                                      "3D CNN (small)", "Non-local ResNet-50")}
     q["per seed"] = " / ".join(f"{v:.1f}" for v in t1("ViViT"))
-    for c in ("case1", "case2", "case3", "case4"):
+    for c in ("case1", "case2", "case3", "case4", "lora4", "bitfit", "probe"):
         for k in ("val_acc", "drowsy_acc", "old_acc_after", "forgetting"): q[f"{c} {k}"] = fmt_ci(t2(c, k))
     return q
 
 
 def test_the_recording_is_complete():
-    for f in ("report.md", "run.md", "table1.csv", "table2.csv", "curves.png", "confusions.png", "vivit/model.safetensors"):
+    for f in ("report.md", "run.md", "table1.csv", "table2.csv", "curves.png", "confusions.png", "methods.png", "vivit/model.safetensors"):
         assert (REC / f).is_file(), f
     run = (REC / "run.md").read_text()
     assert re.search(r"`make demo`.* (\d+) s in all", run, re.S) and "2 CPU cores" in run
@@ -58,7 +58,7 @@ def test_the_recorded_demo_shows_the_papers_claims():
 def test_lesson_12_quotes_the_recording(quoted):
     md = markdown("12_experiments.ipynb")
     assert "to be written" not in md and "placeholder" not in md
-    for key in ("ViViT", "ViViT, shuffled frames", "ViViT, one frame", "per seed", *(k for k in quoted if k.startswith("case"))):
+    for key in ("ViViT", "ViViT, shuffled frames", "ViViT, one frame", "per seed", *(k for k in quoted if k.split()[0] in ("case1", "case2", "case3", "case4", "lora4", "bitfit", "probe"))):
         assert quoted[key] in md, (key, quoted[key])
 
 
@@ -66,5 +66,5 @@ def test_lesson_17_and_readme_quote_the_recording(quoted):
     md17 = markdown("17_pretrained.ipynb")
     assert f"{quoted['ViViT']}%" in md17 and f"{quoted['ViViT, random weights']}%" in md17
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for key in ("ViViT", "ViViT, shuffled frames", "ViViT, one frame", "case4 drowsy_acc", "case3 drowsy_acc"):
+    for key in ("ViViT", "ViViT, shuffled frames", "ViViT, one frame", "case4 drowsy_acc", "case3 drowsy_acc", "lora4 val_acc", "case3 val_acc"):
         assert quoted[key] in readme, (key, quoted[key])

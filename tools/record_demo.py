@@ -13,7 +13,7 @@ import argparse, datetime, os, platform, shutil, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ("report.md", "table1.csv", "table2.csv", "curves.png", "confusions.png", "vivit/model.safetensors", "vivit/model.json")
+FILES = ("report.md", "table1.csv", "table2.csv", "curves.png", "confusions.png", "methods.png", "vivit/model.safetensors", "vivit/model.json")
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
