@@ -231,11 +231,35 @@ def test_ctrl_c_while_writing_a_checkpoint_waits_for_it(tmp_path):
     from vivit_edu.train import read_checkpoint_state, fit
     assert read_checkpoint_state(out / "last")["epoch"] == 2         # the checkpoint being written was finished
     assert sorted(os.listdir(out)) == ["curves.png", "history.csv", "last"], os.listdir(out)   # no last.tmp/ or last.old/
-    model, data, config = make_run()
-    fit(model, data, None, config, out_dir=str(out), resume=True)
-    ref, _, _ = make_run()
-    fit(ref, data, None, config)
+    threads = torch.get_num_threads(); torch.set_num_threads(1)      # as the worker: with 2 threads the CPU's conv3d backward
+    try:                                                             # differs in the last bits from one run to the next
+        model, data, config = make_run()
+        fit(model, data, None, config, out_dir=str(out), resume=True)
+        ref, _, _ = make_run()
+        fit(ref, data, None, config)
+    finally: torch.set_num_threads(threads)
     assert same_weights(model.state_dict(), ref.state_dict())          # and it resumes exactly
+
+
+# a Ctrl-C that library code swallows (C code clearing the KeyboardInterrupt raised in a Python callback) still stops fit
+def test_swallowed_ctrl_c_still_stops_training(tmp_path, monkeypatch):
+    import vivit_edu.train as T
+    real, n = T.mixup_batch, [0]
+    def swallowing(*a, **k):
+        n[0] += 1
+        if n[0] == 3:                                               # epoch 1, batch 3
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000): time.sleep(0.001)            # the handler runs here, and its KeyboardInterrupt ...
+            except KeyboardInterrupt: pass                          # ... is swallowed, as a C library clearing errors would
+        return real(*a, **k)
+    monkeypatch.setattr(T, "mixup_batch", swallowing)
+    model, data, config = make_run()
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(model, data, None, config, out_dir=str(tmp_path / "run"))
+    assert n[0] == 3                                                # stopped at the next batch, not after the run
+    assert not (tmp_path / "run" / "last").exists()                 # no epoch had finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not T._CTRL_C[0]   # handler and flag restored
 
 
 # Ctrl-C in `vivit-edu experiment`, then --resume

@@ -24,12 +24,12 @@ from .data.datasets import normalize_clips, video_transform, KINETICS_MEAN, KINE
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'SCHEDULE_KEYS', 'CKPT_WEIGHTS', 'CKPT_STATE', 'RUN_FILE', 'MODEL_KINDS',
            'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps',
-           'build_scheduler', 'resolve_amp', 'autocast', 'unpack_batch', 'train_one_epoch', 'EvalResult',
-           'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader', 'evaluate', 'predict',
-           'save_weights', 'read_weights', 'head_keys', 'load_weights', 'rng_state', 'set_rng_state', 'hold_ctrl_c',
-           'write_checkpoint', 'check_writable', 'find_checkpoint', 'read_checkpoint_state', 'preset_input', 'RunSpec',
-           'run_checkpoint', 'load_run', 'History', 'in_notebook', 'LivePlot', 'Trainer', 'fit', 'plot_confusion',
-           'RunCheckpoints']
+           'build_scheduler', 'resolve_amp', 'autocast', 'ctrl_c_guard', 'check_ctrl_c', 'unpack_batch',
+           'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader',
+           'evaluate', 'predict', 'save_weights', 'read_weights', 'head_keys', 'load_weights', 'rng_state',
+           'set_rng_state', 'hold_ctrl_c', 'write_checkpoint', 'check_writable', 'find_checkpoint',
+           'read_checkpoint_state', 'preset_input', 'RunSpec', 'run_checkpoint', 'load_run', 'History', 'in_notebook',
+           'LivePlot', 'Trainer', 'fit', 'plot_confusion', 'RunCheckpoints']
 
 # %% ../nbs/10_train.ipynb #f8fc50bb
 OPTIMIZERS = ("adamw", "sgd")
@@ -175,6 +175,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 # %% ../nbs/10_train.ipynb #5a85c3ce
+_CTRL_C = [False]  # set by `ctrl_c_guard`'s handler: a Ctrl-C arrived during training
+
+@contextmanager
+def ctrl_c_guard():
+    "While training, remember every Ctrl-C, so one that library code swallows is still honoured at the next batch (`check_ctrl_c`)."
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread gets signals
+    before = signal.getsignal(signal.SIGINT)
+    if not callable(before): yield; return                  # ignored (a worker process) or the OS default: leave it so
+    def remember(signum, frame):
+        _CTRL_C[0] = True; before(signum, frame)            # Python's default handler raises KeyboardInterrupt
+    signal.signal(signal.SIGINT, remember)
+    try: yield
+    finally: signal.signal(signal.SIGINT, before); _CTRL_C[0] = False
+
+def check_ctrl_c():
+    "Raise KeyboardInterrupt if a Ctrl-C arrived inside `ctrl_c_guard` and was swallowed on its way (C code that clears errors)."
+    if _CTRL_C[0]: _CTRL_C[0] = False; raise KeyboardInterrupt
+
 def unpack_batch(batch, # (clips, labels) or (clips, labels, video_ids) from a DataLoader
                  device: torch.device, # where the model runs
                  uint8_norm: tuple = (KINETICS_MEAN, KINETICS_STD), # (mean, std) that normalise uint8 clips there
@@ -206,6 +224,7 @@ def train_one_epoch(model: nn.Module, # model in training mode (possibly compile
     model.train(); optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(batches):
         if i >= n: break
+        check_ctrl_c()
         x, y, _ = unpack_batch(batch, device, config.uint8_norm)
         with autocast(device, amp_dtype):
             x, ya, yb, lam = mixup_batch(x, y, config.mixup_alpha)
@@ -891,37 +910,38 @@ class Trainer:
         if self.runs is not None: self.runs.current = self
         if self.resumed and self.epoch >= end and self.val_loader is not None and self.last_eval is None:
             self.last_eval = self.validate()                 # a finished run resumed: its metrics, as `fit` would have left them
-        while self.epoch < end:
-            self.train_loader.sampler.set_epoch(self.epoch)
-            bar = tqdm(self.train_loader, total=self.batches_per_epoch, desc=f"epoch {self.epoch + 1}/{c.epochs}",
-                       leave=False, disable=not c.progress or not is_main_process())
-            row = train_one_epoch(self.run_model, bar, self.optimizer, self.scheduler, c, device=self.device,
-                                  amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
-                                  n_batches=self.batches_per_epoch)
-            bar.close()
-            bad, steps = row.pop("first_nonfinite"), row.pop("steps")
-            self._bad_batch = None if bad < 0 else (bad, self.step + bad // c.grad_accum + 1)
-            self.epoch += 1; self.step += steps
-            row.update(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0])
-            if self.val_loader is not None and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
-                t0 = time.perf_counter()
-                r = self.validate()
-                row.update(val_loss=r.loss, val_acc=r.top1, val_top5=r.top5, eval_time=time.perf_counter() - t0,
-                           val_video_acc=r.video_top1 if r.video_top1 is not None else float("nan"))
-                self.last_eval = r
-            self.history.append(row)
-            for cb in self.callbacks: cb(self, self.history.rows[-1])    # may add metrics to the row, or set should_stop
-            self._check_finite(self.history.rows[-1], validated="eval_time" in row)
-            improved = not math.isnan(self.history.rows[-1]["val_acc"]) and row["val_acc"] > self.best_acc
-            if improved: self.best_acc = row["val_acc"]
-            self.save_checkpoint("last")
-            if improved and c.save_best: self.save_checkpoint("best")
-            if self.out_dir is not None and is_main_process():
-                self.history.to_csv(self.out_dir / "history.csv")
-                if c.write_curves: self.history.save_png(self.out_dir / "curves.png")
-            self._log(self.history.rows[-1])
-            if self.live is not None: self.live.update(self.history)
-            if self.should_stop: break
+        with ctrl_c_guard():                                 # a Ctrl-C is never lost (see `check_ctrl_c`)
+            while self.epoch < end:
+                self.train_loader.sampler.set_epoch(self.epoch)
+                bar = tqdm(self.train_loader, total=self.batches_per_epoch, desc=f"epoch {self.epoch + 1}/{c.epochs}",
+                           leave=False, disable=not c.progress or not is_main_process())
+                row = train_one_epoch(self.run_model, bar, self.optimizer, self.scheduler, c, device=self.device,
+                                      amp_dtype=self.amp_dtype, scaler=self.scaler if self.scaler.is_enabled() else None,
+                                      n_batches=self.batches_per_epoch)
+                bar.close()
+                bad, steps = row.pop("first_nonfinite"), row.pop("steps")
+                self._bad_batch = None if bad < 0 else (bad, self.step + bad // c.grad_accum + 1)
+                self.epoch += 1; self.step += steps
+                row.update(epoch=self.epoch, step=self.step, lr=self.scheduler.get_last_lr()[0])
+                if self.val_loader is not None and (self.epoch % c.eval_every == 0 or self.epoch == c.epochs):
+                    t0 = time.perf_counter()
+                    r = self.validate()
+                    row.update(val_loss=r.loss, val_acc=r.top1, val_top5=r.top5, eval_time=time.perf_counter() - t0,
+                               val_video_acc=r.video_top1 if r.video_top1 is not None else float("nan"))
+                    self.last_eval = r
+                self.history.append(row)
+                for cb in self.callbacks: cb(self, self.history.rows[-1])    # may add metrics to the row, or set should_stop
+                self._check_finite(self.history.rows[-1], validated="eval_time" in row)
+                improved = not math.isnan(self.history.rows[-1]["val_acc"]) and row["val_acc"] > self.best_acc
+                if improved: self.best_acc = row["val_acc"]
+                self.save_checkpoint("last")
+                if improved and c.save_best: self.save_checkpoint("best")
+                if self.out_dir is not None and is_main_process():
+                    self.history.to_csv(self.out_dir / "history.csv")
+                    if c.write_curves: self.history.save_png(self.out_dir / "curves.png")
+                self._log(self.history.rows[-1])
+                if self.live is not None: self.live.update(self.history)
+                if self.should_stop: break
         return self.history
 
 def fit(model: nn.Module, # any (B, C, T, H, W) -> (B, K) model; trained in place
