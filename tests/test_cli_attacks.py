@@ -13,6 +13,7 @@ from vivit_edu.cli import main
 from vivit_edu.data.datasets import make_example_folder
 from vivit_edu.data.video import write_video
 from vivit_edu.train import History, read_checkpoint_state
+from ctrl_c import default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["--batch-size", "6", "--pool", "mean", "--temporal-pos", "--num-workers", "0", "--device", "cpu", "--quiet"]
@@ -125,7 +126,8 @@ def test_ctrl_c_says_where_the_run_stands(folder, tmp_path):
     cmd = [sys.executable, "-m", "vivit_edu", "train", str(folder), *QUICK, "--epochs", "200", "--batch-size", "2",
            "--out-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=default_sigint)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:

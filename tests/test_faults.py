@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 from tiny_run import tiny_run
+from ctrl_c import ctrl_c_in_this_process, default_sigint
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -218,7 +219,7 @@ def worker(out_dir: str):
 def test_ctrl_c_while_writing_a_checkpoint_waits_for_it(tmp_path):
     out = tmp_path / "run"
     p = subprocess.Popen([sys.executable, __file__, str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=default_sigint)
     try:
         deadline = time.time() + 120
         while not (tmp_path / "writing").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
@@ -255,11 +256,12 @@ def test_swallowed_ctrl_c_still_stops_training(tmp_path, monkeypatch):
         return real(*a, **k)
     monkeypatch.setattr(T, "mixup_batch", swallowing)
     model, data, config = make_run()
-    with pytest.raises(KeyboardInterrupt):
-        T.fit(model, data, None, config, out_dir=str(tmp_path / "run"))
+    with ctrl_c_in_this_process():                                  # (a pytest-xdist worker ignores SIGINT)
+        with pytest.raises(KeyboardInterrupt): T.fit(model, data, None, config, out_dir=str(tmp_path / "run"))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # fit put the handler back
     assert n[0] == 3                                                # stopped at the next batch, not after the run
     assert not (tmp_path / "run" / "last").exists()                 # no epoch had finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not T._CTRL_C[0]   # handler and flag restored
+    assert not T._CTRL_C[0]                                         # the flag is cleared when fit ends
 
 
 # Ctrl-C in `vivit-edu experiment`, then --resume
@@ -287,7 +289,7 @@ def test_experiment_ctrl_c_then_resume(tmp_path, capsys):
     def experiment(stop, *more):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "STOP_AT": str(stop)}
         return subprocess.run([sys.executable, "-c", INTERRUPT, *EXPERIMENT, "--out", str(out), *more], cwd=ROOT,
-                              capture_output=True, text=True, env=env, timeout=300)
+                              capture_output=True, text=True, env=env, timeout=300, preexec_fn=default_sigint)
     p = experiment(6)
     assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert p.stderr.strip().endswith(f"vivit-edu: interrupted: 3 of 7 training runs finished, kept in {ck} with the last epoch of "

@@ -59,10 +59,14 @@ else
   run_lessons; lessons_report
 fi
 
-echo "== 3/3 pytest tests/ (the 15 slowest are listed)"
+echo "== 3/3 pytest tests/ (the 15 slowest are listed; ${PYTEST_WORKERS:-2} processes)"
 t0=$(date +%s)
 report=$(mktemp)
-"$BIN/python" -m pytest tests -q -p no:cacheprovider --durations=15 --junitxml="$report"
+# PYTEST_WORKERS pytest processes (pytest-xdist, a dev dependency), whole test files to each: many tests wait on
+# subprocesses (torchrun, Ctrl-C, JupyterLab) and leave a core idle that the other process fills. 0: one process.
+PYTEST_WORKERS=${PYTEST_WORKERS:-2}
+xdist=(); [ "$PYTEST_WORKERS" != 0 ] && xdist=(-n "$PYTEST_WORKERS" --dist loadfile)
+"$BIN/python" -m pytest tests -q -p no:cacheprovider --durations=15 --junitxml="$report" "${xdist[@]}"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then failed=$((failed+1)); fi
 read -r pt pf < <("$BIN/python" - "$report" <<'PY'
