@@ -247,3 +247,23 @@ def test_demo_and_experiment_pass_methods_on(monkeypatch):
     assert cli.main(["experiment", "--preset", "smoke", "--methods", "--out", "unused"]) == 0
     assert cli.main(["experiment", "--out", "unused"]) == 0
     assert seen == [("lora16", "llrd"), ("lora4", "bitfit", "probe"), (), PEFT_METHODS]
+
+
+def test_lora_run_stopped_early_resumes_and_only_then_keeps_its_adapter(clips, tmp_path, capsys):
+    "A LoRA run stopped before its last epoch keeps last/ (resumable), predict says it is unfinished; --resume ends it."
+    from vivit_edu.cli import main
+    from vivit_edu.distributed import train_folder
+    quick = dict(batch_size=6, lr=2e-3, augment=False, num_workers=0, device="cpu", quiet=True, max_train_batches=2)
+    train_folder(clips, out_dir=tmp_path / "base", epochs=1, **quick)
+    out = tmp_path / "lora"
+    train_folder(clips, out_dir=out, init=tmp_path / "base", method="lora4", epochs=2, stop_after=1, **quick)
+    assert (out / "last").is_dir() and not (out / "adapter").exists()      # unfinished: the checkpoint stays
+    video = sorted((clips / "ZoomIn").iterdir())[0]
+    capsys.readouterr()
+    assert main(["predict", str(video), "--run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "a LoRA run (lora4) that has not finished" in err and "--resume" in err, err
+    h = train_folder(clips, out_dir=out, init=tmp_path / "base", method="lora4", epochs=2, resume=True, **quick)
+    assert [r["epoch"] for r in h.rows] == [1, 2]                           # epoch 1 read back, epoch 2 trained
+    assert (out / "adapter" / ADAPTER_WEIGHTS).is_file() and not (out / "last").exists()
+    assert main(["predict", str(video), "--run", str(out), "--quiet"]) == 0

@@ -457,7 +457,8 @@ def train_folder(data, # a folder of class folders (root/<class>/<video>), or a 
             done = read_checkpoint_state(out / "last")["epoch"] if find_checkpoint(out / "last") else 0
             raise KeyboardInterrupt(f"interrupted at epoch {done + 1}; " + (f"{out / 'last'} holds epoch {done}: resume with --resume"
                                     if done else "no epoch had finished, so there is nothing to resume")) from None
-        if lora and is_main_process(): _keep_adapter(net, out, spec)
+        if lora and is_main_process() and h.rows and h.rows[-1]["epoch"] >= config.epochs:
+            _keep_adapter(net, out, spec)                           # finished (stopped early: last/ stays for --resume)
         if is_main_process() and h.rows:
             best = h.best("val_acc") or h.rows[-1]
             print(f"done: {len(h)} epoch(s), best val acc {100 * best['val_acc']:.1f}% at epoch {best['epoch']}, "

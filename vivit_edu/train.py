@@ -693,6 +693,12 @@ def run_checkpoint(run_dir, # a training run folder (it holds run.json)
     if "adapter" in spec.finetune:
         raise ValueError(f"{run_dir}: a LoRA run folder (base weights + adapter/, no checkpoints): load it with "
                          "vivit_edu.finetune.load_adapter_run (vivit-edu predict --run reads it)")
+    from vivit_edu.finetune import METHODS                                  # lesson 11 (imported here: it imports this module)
+    method = METHODS.get(str(spec.finetune.get("case")))
+    if method is not None and method.family == "lora":                      # stopped before its last epoch: no adapter yet
+        raise ValueError(f"{run_dir}: a LoRA run ({method.name}) that has not finished: its adapter is written when the last "
+                         "epoch ends, and its checkpoints hold peft's wrapped model; finish it with the same `vivit-edu train` "
+                         "command and --resume")
     if which in ("best", "last"):
         names = [which] + (["last"] if which == "best" else [])            # no validation: no `best`
         path = next((c for c in (find_checkpoint(run_dir / n) for n in names) if c is not None), None)
