@@ -224,11 +224,12 @@ def recommend_case(dataset_size: str, # size of the new dataset: "large" or "sma
 
 # %% ../nbs/11_finetune.ipynb #7a0e3c45
 def _classifier(model: nn.Module) -> tuple[nn.Module, str]:
-    "The module holding the final Linear and its attribute name: `head.fc`, `fc` or `head`."
-    head = getattr(model, "head", None)
-    if isinstance(getattr(head, "fc", None), nn.Linear): return head, "fc"
-    if isinstance(getattr(model, "fc", None), nn.Linear): return model, "fc"
-    if isinstance(head, nn.Linear): return model, "head"
+    "The module holding the final Linear and its attribute name: `head.fc`, `fc` or `head` (lesson 10's `classifier_name`)."
+    from vivit_edu.train import classifier_name                             # lesson 10
+    name = classifier_name(model)
+    if name is not None:
+        owner, _, attr = name.rpartition(".")
+        return (model.get_submodule(owner) if owner else model), attr
     raise AttributeError(f"{type(model).__name__} has no classifier Linear at `head.fc`, `fc` or `head`")
 
 def grow_head(model: nn.Module, # model with a Linear classifier at `head.fc`, `fc` or `head`

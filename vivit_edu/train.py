@@ -26,8 +26,8 @@ __all__ = ['OPTIMIZERS', 'AMP_MODES', 'SCHEDULES', 'SCHEDULE_KEYS', 'CKPT_WEIGHT
            'HISTORY_COLUMNS', 'TrainConfig', 'mixup_batch', 'loss_fn', 'build_optimizer', 'lr_factor', 'schedule_steps',
            'build_scheduler', 'resolve_amp', 'autocast', 'ctrl_c_guard', 'check_ctrl_c', 'unpack_batch',
            'train_one_epoch', 'EvalResult', 'metrics_from_logits', 'is_main_process', 'EpochSampler', 'make_loader',
-           'evaluate', 'predict', 'save_weights', 'read_weights', 'head_keys', 'load_weights', 'rng_state',
-           'set_rng_state', 'hold_ctrl_c', 'write_checkpoint', 'check_writable', 'find_checkpoint',
+           'evaluate', 'predict', 'save_weights', 'read_weights', 'classifier_name', 'head_keys', 'load_weights',
+           'rng_state', 'set_rng_state', 'hold_ctrl_c', 'write_checkpoint', 'check_writable', 'find_checkpoint',
            'read_checkpoint_state', 'preset_input', 'RunSpec', 'run_checkpoint', 'load_run', 'History', 'in_notebook',
            'LivePlot', 'Trainer', 'fit', 'plot_confusion', 'RunCheckpoints']
 
@@ -450,14 +450,20 @@ def read_weights(path: str | Path, # a .safetensors file, or a checkpoint folder
                                          "or was saved by a run whose training diverged")
     return {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in sd.items()}, path
 
-def head_keys(model: nn.Module) -> list[str]:
-    "State-dict keys of a model's classifier, the last Linear at `head.fc`, `fc` or `head` ([] if it has none)."
+def classifier_name(model: nn.Module) -> str | None:
+    "Where a model's classifier, its last Linear, sits: `head.fc` (ViViT), `fc` (ResNet) or `head` (None: none of them)."
     model = _unwrap(model)
     for name in ("head.fc", "fc", "head"):
         try: m = model.get_submodule(name)
         except AttributeError: continue
-        if isinstance(m, nn.Linear): return [f"{name}.weight"] + ([f"{name}.bias"] if m.bias is not None else [])
-    return []
+        if isinstance(m, nn.Linear): return name
+    return None
+
+def head_keys(model: nn.Module) -> list[str]:
+    "State-dict keys of a model's classifier (`classifier_name`; [] if it has none)."
+    name = classifier_name(model)
+    if name is None: return []
+    return [f"{name}.weight"] + ([f"{name}.bias"] if _unwrap(model).get_submodule(name).bias is not None else [])
 
 def _few(xs): return ", ".join(xs[:8]) + (f" ... ({len(xs)} in all)" if len(xs) > 8 else "")
 
